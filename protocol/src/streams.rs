@@ -1,0 +1,268 @@
+//! Every JetStream stream, consumer, KV bucket and object store SKYNET uses, defined in one
+//! place. The runtime crate's `ensure_all` creates or updates them idempotently.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    consumer::{AckPolicy, DeliverPolicy, pull},
+    kv, object_store,
+    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+};
+
+use crate::ids::WorkerId;
+use crate::subjects;
+
+pub const SUBMIT: &str = "SKYNET_SUBMIT";
+pub const EVENTS: &str = "SKYNET_EVENTS";
+pub const LOGS: &str = "SKYNET_LOGS";
+pub const WORK: &str = "SKYNET_WORK";
+pub const OUTBOX: &str = "SKYNET_OUTBOX";
+pub const ALERTS: &str = "SKYNET_ALERTS";
+pub const REJECTED: &str = "SKYNET_REJECTED";
+
+/// The worker registry: one key per worker, refreshed by every heartbeat.
+pub const WORKERS_BUCKET: &str = "skynet-workers";
+/// Files that steps declared as artifacts, under `<job_id>/<path>`.
+pub const ARTIFACTS_BUCKET: &str = "skynet-artifacts";
+/// Archived logs and event histories of finished jobs, under `<job_id>/...`.
+pub const ARCHIVE_BUCKET: &str = "skynet-archive";
+
+/// The durable consumer the planner reads intake with.
+pub const PLANNER_CONSUMER: &str = "planner";
+/// The durable consumer the dispatcher relays worker reports with.
+pub const RELAY_CONSUMER: &str = "relay";
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Retention and placement of the streams, set by configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    /// Replicas of every stream (1 on one server, 3 in a cluster).
+    pub replicas: usize,
+    /// How long events are kept; the contract promises at least 7 days.
+    pub events_max_age: Duration,
+    pub logs_max_age: Duration,
+    /// Total size of the live log stream; the oldest output goes first.
+    pub logs_max_bytes: i64,
+    pub alerts_max_age: Duration,
+    /// How long an archive stays in the object store.
+    pub archive_max_age: Duration,
+    pub artifacts_max_age: Duration,
+    /// Largest single artifact accepted.
+    pub artifact_max_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            events_max_age: 30 * DAY,
+            logs_max_age: 7 * DAY,
+            logs_max_bytes: 1 << 30,
+            alerts_max_age: 30 * DAY,
+            archive_max_age: 365 * DAY,
+            artifacts_max_age: 30 * DAY,
+            artifact_max_bytes: 64 << 20,
+        }
+    }
+}
+
+fn base(name: &str, subjects: &[&str], r: &Retention) -> stream::Config {
+    stream::Config {
+        name: name.into(),
+        subjects: subjects.iter().map(|s| s.to_string()).collect(),
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        duplicate_window: Duration::from_secs(120),
+        allow_direct: true,
+        discard: DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+/// The durable intake: every JobRequest as it was published.
+pub fn submit(r: &Retention) -> stream::Config {
+    stream::Config {
+        description: Some("SKYNET job requests as submitted".into()),
+        max_age: 7 * DAY,
+        ..base(SUBMIT, &[subjects::SUBMIT], r)
+    }
+}
+
+/// The truth: one event per state change of every job.
+pub fn events(r: &Retention) -> stream::Config {
+    stream::Config {
+        description: Some("SKYNET job state changes".into()),
+        max_age: r.events_max_age,
+        ..base(EVENTS, &[subjects::EVENTS_ALL], r)
+    }
+}
+
+/// Live output of every job.
+pub fn logs(r: &Retention) -> stream::Config {
+    stream::Config {
+        description: Some("SKYNET job output".into()),
+        max_age: r.logs_max_age,
+        max_bytes: r.logs_max_bytes,
+        ..base(LOGS, &[subjects::LOGS_ALL], r)
+    }
+}
+
+/// Signed specs, one filtered consumer per worker; a spec is gone once its worker acked it.
+pub fn work(r: &Retention) -> stream::Config {
+    stream::Config {
+        description: Some("SKYNET signed execution specs per worker".into()),
+        retention: RetentionPolicy::WorkQueue,
+        max_age: DAY,
+        ..base(WORK, &[subjects::WORK_ALL], r)
+    }
+}
+
+/// What workers report (events and output), until the dispatcher has relayed it.
+pub fn outbox(r: &Retention) -> stream::Config {
+    stream::Config {
+        description: Some("SKYNET worker reports awaiting relay".into()),
+        retention: RetentionPolicy::WorkQueue,
+        max_age: 7 * DAY,
+        ..base(OUTBOX, &[subjects::OUTBOX_ALL], r)
+    }
+}
+
+pub fn alerts(r: &Retention) -> stream::Config {
+    stream::Config {
+        description: Some("SKYNET sentinel alerts".into()),
+        max_age: r.alerts_max_age,
+        ..base(ALERTS, &[subjects::ALERTS], r)
+    }
+}
+
+pub fn rejected(r: &Retention) -> stream::Config {
+    stream::Config {
+        description: Some("SKYNET requests that could not be given a job id".into()),
+        max_age: 7 * DAY,
+        max_messages: 100_000,
+        ..base(REJECTED, &[subjects::REJECTED], r)
+    }
+}
+
+/// Every stream, in creation order.
+pub fn all(r: &Retention) -> Vec<stream::Config> {
+    vec![
+        submit(r),
+        events(r),
+        logs(r),
+        work(r),
+        outbox(r),
+        alerts(r),
+        rejected(r),
+    ]
+}
+
+pub fn workers_kv(r: &Retention) -> kv::Config {
+    kv::Config {
+        bucket: WORKERS_BUCKET.into(),
+        description: "SKYNET worker registry".into(),
+        history: 1,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
+pub fn artifacts_store(r: &Retention) -> object_store::Config {
+    object_store::Config {
+        bucket: ARTIFACTS_BUCKET.into(),
+        description: Some("SKYNET job artifacts".into()),
+        max_age: r.artifacts_max_age,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
+pub fn archive_store(r: &Retention) -> object_store::Config {
+    object_store::Config {
+        bucket: ARCHIVE_BUCKET.into(),
+        description: Some("SKYNET archived job logs and histories".into()),
+        max_age: r.archive_max_age,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
+/// The planner's durable consumer on the intake. Copies of the planner share it.
+pub fn planner_consumer() -> pull::Config {
+    pull::Config {
+        durable_name: Some(PLANNER_CONSUMER.into()),
+        description: Some("skynet-planner intake".into()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(60),
+        max_ack_pending: 1024,
+        ..Default::default()
+    }
+}
+
+/// The dispatcher's durable consumer on worker reports.
+pub fn relay_consumer() -> pull::Config {
+    pull::Config {
+        durable_name: Some(RELAY_CONSUMER.into()),
+        description: Some("skynet-dispatcher relay of worker reports".into()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+/// The name of `worker`'s work consumer.
+pub fn work_consumer_name(worker: &WorkerId) -> String {
+    format!("worker-{worker}")
+}
+
+/// One worker's consumer on `SKYNET_WORK`, filtered to its own subject.
+pub fn work_consumer(worker: &WorkerId) -> pull::Config {
+    pull::Config {
+        durable_name: Some(work_consumer_name(worker)),
+        description: Some(format!("work for {worker}")),
+        filter_subject: subjects::work_filter(worker),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 256,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_kept_at_least_a_week() {
+        assert!(events(&Retention::default()).max_age >= 7 * DAY);
+    }
+
+    #[test]
+    fn stream_subjects_do_not_overlap() {
+        let all = all(&Retention::default());
+        let subjects: Vec<&String> = all.iter().flat_map(|s| &s.subjects).collect();
+        for (i, a) in subjects.iter().enumerate() {
+            for b in &subjects[i + 1..] {
+                let (pa, pb) = (a.trim_end_matches('>'), b.trim_end_matches('>'));
+                assert!(!pa.starts_with(pb) && !pb.starts_with(pa), "{a} overlaps {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn work_consumers_are_per_worker() {
+        let w = WorkerId::parse("w1").unwrap();
+        let c = work_consumer(&w);
+        assert_eq!(c.filter_subject, "skynet.work.w1.>");
+        assert_eq!(c.durable_name.as_deref(), Some("worker-w1"));
+        assert_eq!(work(&Retention::default()).retention, RetentionPolicy::WorkQueue);
+    }
+}

@@ -1,0 +1,62 @@
+//! The life of a service binary: runtime, tracing, connection, signals, exit status.
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use async_nats::Client;
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{CommonArgs, ConfigError};
+
+/// Runs `run(client, shutdown)` as the service `name`: sets up tracing, connects (waiting
+/// for NATS if needed), cancels the token on SIGINT/SIGTERM, drains the connection at the end
+/// and maps the outcome to an exit status (0 after a clean stop, 64 for a configuration
+/// error, 1 otherwise).
+pub fn main_service<F, Fut>(name: &str, common: &CommonArgs, run: F) -> ExitCode
+where
+    F: FnOnce(Client, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init(common.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        crate::telemetry::announce(name, &instance[..8]);
+        let token = crate::shutdown::signal_token();
+        let client = tokio::select! {
+            c = crate::connect::connect(&common.nats, name) => c?,
+            _ = token.cancelled() => return Ok(()),
+        };
+        let outcome = run(client.clone(), token).await;
+        if let Err(e) = client.drain().await {
+            tracing::debug!(error = %e, "draining the connection");
+        }
+        outcome
+    });
+    exit_status(name, result)
+}
+
+/// Maps a service's result to its exit status, printing one line for errors.
+pub fn exit_status(name: &str, result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => {
+            tracing::info!(service = name, "stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            if let Some(config) = e.downcast_ref::<ConfigError>() {
+                eprintln!("{name}: {config}");
+                ExitCode::from(crate::EXIT_CONFIG)
+            } else {
+                eprintln!("{name}: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Tracing set-up: one filter from `RUST_LOG` (default `info`), text or JSON lines on stderr.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Installs the global subscriber. Calling it twice is harmless (the second call is ignored),
+/// so tests and `skynet up` can run several services in one process.
+pub fn init(json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if json {
+        registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init()
+    } else {
+        registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .try_init()
+    };
+    drop(result);
+}
+
+/// The start-up line every service logs.
+pub fn announce(service: &str, instance: &str) {
+    tracing::info!(
+        service,
+        version = skynet_protocol::VERSION,
+        instance,
+        "starting"
+    );
+}

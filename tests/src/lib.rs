@@ -1,0 +1,7 @@
+//! The test kit: a throwaway `nats-server` per test and helpers to run SKYNET's services
+//! in-process against it, the way async-nats's own tests start real servers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod nats;
+
+pub use nats::NatsServer;

@@ -1,0 +1,5 @@
+//! SKYNET's integration suite: one binary, one module per behaviour area. Every test starts
+//! its own nats-server and runs the real services against it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod kit_smoke;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::event::{Event, JobState, StepResult};
+use crate::event::{Event, EventKind, JobState, StepResult};
 use crate::ids::{JobId, WorkerId};
 use crate::job::{JobRequest, Step};
 
@@ -90,6 +90,42 @@ pub struct JobResult {
     pub reason: Option<String>,
 }
 
+impl JobResult {
+    /// The result a terminal event stands for; `None` for a state that is not terminal.
+    pub fn from_event(kind: &EventKind) -> Option<JobResult> {
+        let state = kind.state();
+        if !state.is_terminal() {
+            return None;
+        }
+        let (steps, error, reason) = match kind {
+            EventKind::Denied { reason, steps, .. } | EventKind::Rejected { reason, steps } => {
+                (steps.clone(), None, Some(reason.clone()))
+            }
+            other => {
+                let f = other.as_finished().cloned().unwrap_or_default();
+                (f.steps, f.error, None)
+            }
+        };
+        let exit_code = match state {
+            JobState::Succeeded => Some(0),
+            JobState::Failed => Some(
+                steps
+                    .iter()
+                    .find_map(|s| s.exit_code.filter(|c| *c != 0))
+                    .unwrap_or(1),
+            ),
+            _ => None,
+        };
+        Some(JobResult {
+            state,
+            exit_code,
+            steps,
+            error,
+            reason,
+        })
+    }
+}
+
 /// A whole job, as `jobs.get` returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
@@ -154,6 +190,10 @@ pub struct DecisionRequest {
     pub by: Option<String>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The plan hash (or a prefix of at least 12 digits) the person saw; when given, the
+    /// decision only applies to that exact plan.
+    #[serde(default)]
+    pub plan_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,7 +214,7 @@ pub struct LogsRequest {
 }
 
 /// Most output one `jobs.logs` reply carries; callers page with `offset`.
-pub const MAX_LOG_REPLY_BYTES: u64 = 512 * 1024;
+pub const MAX_LOG_REPLY_BYTES: u64 = 256 * 1024;
 
 /// One chunk of output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -703,3 +703,33 @@ mod tests {
         assert!(salvage_id(br#"{"id":"a b"}"#).is_none());
     }
 }
+
+/// What `skynet.rejected` carries: a request that could not even be given a job id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub reason: String,
+    pub at: String,
+    /// Size of the refused payload in bytes.
+    pub bytes: usize,
+    /// Its first bytes, as text, for whoever investigates.
+    pub preview: String,
+    /// Where it came from: the intake stream sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit_seq: Option<u64>,
+}
+
+impl Rejection {
+    pub fn new(reason: impl Into<String>, payload: &[u8], submit_seq: Option<u64>) -> Self {
+        let preview: String = String::from_utf8_lossy(&payload[..payload.len().min(200)])
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
+        Self {
+            reason: reason.into(),
+            at: crate::time::now(),
+            bytes: payload.len(),
+            preview,
+            submit_seq,
+        }
+    }
+}

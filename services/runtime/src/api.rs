@@ -63,11 +63,26 @@ pub async fn respond<T: Serialize>(request: &Request, result: Result<T, ApiError
 
 /// Serves `endpoint` until shutdown: each request is parsed into `Req` (a parse failure is
 /// a 400 naming the problem) and handled concurrently.
-pub async fn serve<Req, Resp, F, Fut>(mut endpoint: Endpoint, shutdown: Shutdown, handler: F)
+pub async fn serve<Req, Resp, F, Fut>(endpoint: Endpoint, shutdown: Shutdown, handler: F)
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
     F: Fn(Req) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+{
+    serve_raw(endpoint, shutdown, move |payload: Bytes| {
+        let handler = handler.clone();
+        async move { handler(parse::<Req>(&payload)?).await }
+    })
+    .await
+}
+
+/// Serves `endpoint` with a handler of the raw request body, for endpoints that parse it
+/// themselves.
+pub async fn serve_raw<Resp, F, Fut>(mut endpoint: Endpoint, shutdown: Shutdown, handler: F)
+where
+    Resp: Serialize + Send + 'static,
+    F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
 {
     loop {
@@ -80,10 +95,7 @@ where
         };
         let handler = handler.clone();
         shutdown.tasks.spawn(async move {
-            let result = match parse::<Req>(&request.message.payload) {
-                Ok(req) => handler(req).await,
-                Err(e) => Err(e),
-            };
+            let result = handler(request.message.payload.clone()).await;
             if let Err(e) = &result
                 && e.code >= 500
             {

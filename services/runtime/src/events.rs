@@ -30,6 +30,10 @@ pub enum AppendError {
     /// Another event landed on the job first; re-read and decide again.
     #[error("job changed concurrently")]
     Conflict,
+    /// An event with the same job, state and attempt was stored already (at this sequence),
+    /// possibly with other content: re-read before relying on it.
+    #[error("event already stored at {0}")]
+    Duplicate(u64),
     #[error("illegal transition {from:?} -> {to}")]
     Illegal { from: Option<JobState>, to: JobState },
     #[error("event log: {0}")]
@@ -80,6 +84,7 @@ impl EventLog {
             .map_err(|e| AppendError::Nats(e.to_string()))?
             .await;
         match ack {
+            Ok(ack) if ack.duplicate => Err(AppendError::Duplicate(ack.sequence)),
             Ok(ack) => Ok(ack.sequence),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Conflict),
             Err(e) => Err(AppendError::Nats(e.to_string())),
@@ -194,7 +199,7 @@ impl EventLog {
                 .await
             {
                 Ok(seq) => return Ok(Transition::Written(Stored { seq, event })),
-                Err(AppendError::Conflict) => continue,
+                Err(AppendError::Conflict | AppendError::Duplicate(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod args;
 pub mod connect;
 pub mod events;
+pub mod keys;
 pub mod logs;
 pub mod service;
 pub mod setup;

@@ -110,3 +110,97 @@ pub async fn follow(
         Ok(LogMsg::from_message(seq, m.headers.as_ref(), m.payload.clone()))
     }))
 }
+
+/// Builds one page of a `jobs.logs` reply: the output from byte `offset` (counted over the
+/// raw bytes of every chunk, in order), at most `max_bytes` of it.
+pub fn page(
+    job: &JobId,
+    source: &str,
+    msgs: &[LogMsg],
+    offset: u64,
+    max_bytes: u64,
+) -> skynet_protocol::api::LogsReply {
+    use skynet_protocol::api::{LogChunk, LogsReply};
+    let mut pos = 0u64;
+    let mut taken = 0u64;
+    let mut chunks: Vec<LogChunk> = Vec::new();
+    let mut output = String::new();
+    let mut complete = true;
+    for m in msgs {
+        let len = m.data.len() as u64;
+        let (start, end) = (pos, pos + len);
+        pos = end;
+        if end <= offset {
+            continue;
+        }
+        if taken >= max_bytes {
+            complete = false;
+            break;
+        }
+        let from = offset.saturating_sub(start) as usize;
+        let room = (max_bytes - taken) as usize;
+        let to = (from + room).min(m.data.len());
+        let slice = &m.data[from..to];
+        taken += slice.len() as u64;
+        let text = String::from_utf8_lossy(slice);
+        output.push_str(&text);
+        match chunks.last_mut() {
+            Some(last) if last.step == m.step && last.stream == m.stream => last.data.push_str(&text),
+            _ => chunks.push(LogChunk {
+                step: m.step,
+                stream: m.stream.clone(),
+                data: text.into_owned(),
+            }),
+        }
+        if to < m.data.len() {
+            complete = false;
+            break;
+        }
+    }
+    LogsReply {
+        job_id: job.clone(),
+        source: source.to_owned(),
+        output,
+        chunks,
+        offset,
+        next_offset: offset + taken,
+        complete,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(stream: &str, step: usize, data: &str) -> LogMsg {
+        LogMsg {
+            seq: 0,
+            stream: stream.into(),
+            step: Some(step),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn pages_cover_the_output_exactly_once() {
+        let job = JobId::parse("j").unwrap();
+        let msgs = vec![msg("stdout", 0, "hello "), msg("stdout", 0, "world\n"), msg("stderr", 1, "oops\n")];
+        let all = page(&job, "live", &msgs, 0, 1 << 20);
+        assert_eq!(all.output, "hello world\noops\n");
+        assert!(all.complete);
+        assert_eq!(all.chunks.len(), 2);
+        assert_eq!(all.chunks[0].data, "hello world\n");
+
+        let mut out = String::new();
+        let mut offset = 0;
+        loop {
+            let p = page(&job, "live", &msgs, offset, 4);
+            out.push_str(&p.output);
+            offset = p.next_offset;
+            if p.complete {
+                break;
+            }
+        }
+        assert_eq!(out, all.output);
+    }
+}

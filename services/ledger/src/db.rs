@@ -1,0 +1,453 @@
+//! The SQLite view: schema, applying events through the state machine, and the queries.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use skynet_protocol::api::{ApiError, JobResult, JobSummary, JobView, MIN_PREFIX};
+use skynet_protocol::{Event, EventKind, JobId, JobRequest, JobState, Step, WorkerId};
+use skynet_runtime::events::Stored;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    goal        TEXT,
+    request     TEXT,
+    steps       TEXT,
+    summary     TEXT,
+    plan_hash   TEXT,
+    worker      TEXT,
+    attempt     INTEGER NOT NULL DEFAULT 0,
+    result      TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    updated_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs(updated_seq DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, updated_seq DESC);
+CREATE TABLE IF NOT EXISTS events (
+    seq     INTEGER PRIMARY KEY,
+    job_id  TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    at      TEXT NOT NULL,
+    body    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+/// Opens (creating if needed) the database at `path` for writing.
+pub fn open_writer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    conn.execute_batch(SCHEMA)?;
+    Ok(conn)
+}
+
+/// Opens a connection for queries.
+pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// True when SQLite finds the file sound.
+pub fn is_healthy(path: &Path) -> bool {
+    let Ok(conn) = Connection::open(path) else {
+        return false;
+    };
+    conn.query_row("PRAGMA quick_check", [], |r| r.get::<_, String>(0))
+        .map(|s| s == "ok")
+        .unwrap_or(false)
+}
+
+pub fn meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// The last stream sequence applied (0 for a new database).
+pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    Ok(meta(conn, "last_seq")?
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+/// What applying a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub applied: usize,
+    pub refused: usize,
+    pub skipped: usize,
+}
+
+/// Applies a batch of events in one transaction. Events at or below the recorded position
+/// are skipped (so replays are harmless); illegal transitions are logged and not applied.
+pub fn apply_batch(conn: &mut Connection, batch: &[Stored]) -> rusqlite::Result<Applied> {
+    let tx = conn.transaction()?;
+    let mut done = Applied::default();
+    let mut last = last_seq(&tx)?;
+    for stored in batch {
+        if stored.seq <= last {
+            done.skipped += 1;
+            continue;
+        }
+        if apply_one(&tx, stored)? {
+            done.applied += 1;
+        } else {
+            done.refused += 1;
+        }
+        last = stored.seq;
+    }
+    set_meta(&tx, "last_seq", &last.to_string())?;
+    tx.commit()?;
+    Ok(done)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn apply_one(tx: &rusqlite::Transaction<'_>, stored: &Stored) -> rusqlite::Result<bool> {
+    let Stored { seq, event } = stored;
+    let seq = *seq as i64;
+    let job = event.job_id.as_str();
+    let to = event.state();
+    let from: Option<JobState> = tx
+        .query_row("SELECT state FROM jobs WHERE job_id = ?1", [job], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .and_then(|s| s.parse().ok());
+    if !JobState::can_follow(from, to) {
+        tracing::warn!(
+            job_id = job,
+            seq,
+            from = from.map(|s| s.as_str()).unwrap_or("(new)"),
+            to = to.as_str(),
+            "illegal transition refused"
+        );
+        return Ok(false);
+    }
+    if from.is_none() {
+        let (goal, request) = match &event.kind {
+            EventKind::Received { request } => (request.goal.clone(), Some(json(request))),
+            _ => (None, None),
+        };
+        tx.execute(
+            "INSERT INTO jobs(job_id, state, goal, request, created_at, updated_at, updated_seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+            params![job, to.as_str(), goal, request, event.at, seq],
+        )?;
+    } else {
+        tx.execute(
+            "UPDATE jobs SET state = ?2, updated_at = ?3, updated_seq = ?4 WHERE job_id = ?1",
+            params![job, to.as_str(), event.at, seq],
+        )?;
+    }
+    match &event.kind {
+        EventKind::Planned {
+            steps,
+            summary,
+            plan_hash,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE jobs SET steps = ?2, summary = ?3, plan_hash = ?4 WHERE job_id = ?1",
+                params![job, json(steps), summary, plan_hash],
+            )?;
+        }
+        EventKind::Queued { attempt, .. } => {
+            tx.execute(
+                "UPDATE jobs SET attempt = ?2 WHERE job_id = ?1",
+                params![job, attempt],
+            )?;
+        }
+        EventKind::Dispatched { worker, attempt } | EventKind::Running { worker, attempt } => {
+            tx.execute(
+                "UPDATE jobs SET worker = ?2, attempt = ?3 WHERE job_id = ?1",
+                params![job, worker.as_str(), attempt],
+            )?;
+        }
+        _ => {}
+    }
+    if let Some(result) = JobResult::from_event(&event.kind) {
+        tx.execute(
+            "UPDATE jobs SET result = ?2 WHERE job_id = ?1",
+            params![job, json(&result)],
+        )?;
+    }
+    tx.execute(
+        "INSERT OR IGNORE INTO events(seq, job_id, state, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![seq, job, to.as_str(), event.at, json(event)],
+    )?;
+    Ok(true)
+}
+
+/// Finds a job by id or by a unique prefix of at least [`MIN_PREFIX`] characters.
+pub fn resolve(conn: &Connection, id_or_prefix: &str) -> Result<JobId, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{id_or_prefix:?} is not a job id (letters, digits, '-' and '_', at most 48)"
+        ))
+    };
+    let id = JobId::parse(id_or_prefix).map_err(|_| bad())?;
+    let exact: Option<String> = conn
+        .query_row("SELECT job_id FROM jobs WHERE job_id = ?1", [id.as_str()], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(internal)?;
+    if exact.is_some() {
+        return Ok(id);
+    }
+    if id_or_prefix.len() < MIN_PREFIX {
+        return Err(ApiError::not_found(format!(
+            "no job {id_or_prefix:?} (a prefix needs at least {MIN_PREFIX} characters)"
+        )));
+    }
+    // The id alphabet has none of GLOB's special characters.
+    let mut stmt = conn
+        .prepare("SELECT job_id FROM jobs WHERE job_id GLOB ?1 || '*' LIMIT 2")
+        .map_err(internal)?;
+    let found: Vec<String> = stmt
+        .query_map([id.as_str()], |r| r.get(0))
+        .map_err(internal)?
+        .collect::<Result<_, _>>()
+        .map_err(internal)?;
+    match found.as_slice() {
+        [] => Err(ApiError::not_found(format!("no job {id_or_prefix:?}"))),
+        [one] => JobId::parse(one).map_err(|e| internal(e.to_string())),
+        _ => Err(ApiError::conflict(format!(
+            "{id_or_prefix:?} matches several jobs; give more characters"
+        ))),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("ledger database: {e}"))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// The whole job.
+pub fn get(conn: &Connection, id_or_prefix: &str) -> Result<JobView, ApiError> {
+    let id = resolve(conn, id_or_prefix)?;
+    let row = conn
+        .query_row(
+            "SELECT state, request, steps, summary, plan_hash, worker, attempt, result,
+                    created_at, updated_at
+             FROM jobs WHERE job_id = ?1",
+            [id.as_str()],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, u32>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, String>(8)?,
+                    r.get::<_, String>(9)?,
+                ))
+            },
+        )
+        .map_err(internal)?;
+    let (state, request, steps, summary, plan_hash, worker, attempt, result, created, updated) =
+        row;
+    let mut stmt = conn
+        .prepare("SELECT body FROM events WHERE job_id = ?1 ORDER BY seq")
+        .map_err(internal)?;
+    let history: Vec<Event> = stmt
+        .query_map([id.as_str()], |r| r.get::<_, String>(0))
+        .map_err(internal)?
+        .filter_map(|b| b.ok().and_then(|b| serde_json::from_str(&b).ok()))
+        .collect();
+    Ok(JobView {
+        job_id: id,
+        state: state.parse().map_err(internal)?,
+        request: parse_json::<JobRequest>(request),
+        steps: parse_json::<Vec<Step>>(steps).unwrap_or_default(),
+        worker: worker.and_then(|w| WorkerId::parse(&w).ok()),
+        attempt,
+        summary,
+        plan_hash,
+        history,
+        result: parse_json(result),
+        created_at: created,
+        updated_at: updated,
+    })
+}
+
+/// Jobs, newest change first.
+pub fn list(
+    conn: &Connection,
+    state: Option<JobState>,
+    limit: u32,
+) -> Result<Vec<JobSummary>, ApiError> {
+    let map = |r: &rusqlite::Row<'_>| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    };
+    let rows: Vec<_> = match state {
+        Some(s) => conn
+            .prepare(
+                "SELECT job_id, state, goal, updated_at, worker FROM jobs WHERE state = ?1
+                 ORDER BY updated_seq DESC LIMIT ?2",
+            )
+            .and_then(|mut st| st.query_map(params![s.as_str(), limit], map)?.collect())
+            .map_err(internal)?,
+        None => conn
+            .prepare(
+                "SELECT job_id, state, goal, updated_at, worker FROM jobs
+                 ORDER BY updated_seq DESC LIMIT ?1",
+            )
+            .and_then(|mut st| st.query_map(params![limit], map)?.collect())
+            .map_err(internal)?,
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, state, goal, updated_at, worker)| {
+            Some(JobSummary {
+                job_id: JobId::parse(&id).ok()?,
+                state: state.parse().ok()?,
+                goal,
+                updated_at,
+                worker: worker.and_then(|w| WorkerId::parse(&w).ok()),
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skynet_protocol::event::Finished;
+
+    fn ev(seq: u64, job: &str, kind: EventKind) -> Stored {
+        Stored {
+            seq,
+            event: Event::now(JobId::parse(job).unwrap(), kind),
+        }
+    }
+
+    fn received(seq: u64, job: &str) -> Stored {
+        ev(
+            seq,
+            job,
+            EventKind::Received {
+                request: JobRequest::from_slice(br#"{"goal":"g"}"#).unwrap(),
+            },
+        )
+    }
+
+    #[test]
+    fn events_build_jobs_and_illegal_transitions_are_refused() {
+        let dir = tempfile_dir();
+        let mut conn = open_writer(&dir.join("l.db")).unwrap();
+        let batch = vec![
+            received(1, "job-aaaaaa1"),
+            // A run without approval is illegal and must not be applied.
+            ev(
+                2,
+                "job-aaaaaa1",
+                EventKind::Running {
+                    worker: WorkerId::parse("w").unwrap(),
+                    attempt: 1,
+                },
+            ),
+            ev(
+                3,
+                "job-aaaaaa1",
+                EventKind::Rejected {
+                    reason: "nope".into(),
+                    steps: vec![],
+                },
+            ),
+            received(4, "job-bbbbbb2"),
+        ];
+        let done = apply_batch(&mut conn, &batch).unwrap();
+        assert_eq!(done, Applied { applied: 3, refused: 1, skipped: 0 });
+        // Replaying the same batch changes nothing.
+        let again = apply_batch(&mut conn, &batch).unwrap();
+        assert_eq!(again.skipped, 4);
+        assert_eq!(last_seq(&conn).unwrap(), 4);
+
+        let job = get(&conn, "job-aaaaaa1").unwrap();
+        assert_eq!(job.state, JobState::Rejected);
+        assert_eq!(job.history.len(), 2);
+        assert_eq!(job.result.unwrap().reason.as_deref(), Some("nope"));
+
+        // Prefixes: unique works, ambiguous is 409, short is 404, bad is 400.
+        assert_eq!(get(&conn, "job-bbb").unwrap().job_id.as_str(), "job-bbbbbb2");
+        assert_eq!(get(&conn, "job-").unwrap_err().code, 404);
+        assert_eq!(get(&conn, "job-aa").unwrap().job_id.as_str(), "job-aaaaaa1");
+        apply_batch(&mut conn, &[received(5, "job-aaaaaa9")]).unwrap();
+        assert_eq!(get(&conn, "job-aa").unwrap_err().code, 409);
+        assert_eq!(get(&conn, "a.b").unwrap_err().code, 400);
+
+        let listed = list(&conn, None, 10).unwrap();
+        assert_eq!(listed[0].job_id.as_str(), "job-aaaaaa9");
+        let rejected = list(&conn, Some(JobState::Rejected), 10).unwrap();
+        assert_eq!(rejected.len(), 1);
+    }
+
+    #[test]
+    fn terminal_results_carry_exit_codes() {
+        let dir = tempfile_dir();
+        let mut conn = open_writer(&dir.join("l.db")).unwrap();
+        let w = WorkerId::parse("w").unwrap();
+        let steps = vec![
+            skynet_protocol::StepResult { index: 0, exit_code: Some(0), duration_ms: 1, signal: None },
+            skynet_protocol::StepResult { index: 1, exit_code: Some(3), duration_ms: 1, signal: None },
+        ];
+        let batch = vec![
+            received(1, "j"),
+            ev(1 + 1, "j", EventKind::Planned { steps: vec![], summary: "s".into(), planner: "p".into(), plan_hash: "h".into(), model: None, usage: None }),
+            ev(3, "j", EventKind::Approved { by: "policy".into(), reasons: vec![] }),
+            ev(4, "j", EventKind::Dispatched { worker: w.clone(), attempt: 1 }),
+            ev(5, "j", EventKind::Running { worker: w.clone(), attempt: 1 }),
+            ev(6, "j", EventKind::Failed(Finished { steps, error: None, worker: Some(w), attempt: Some(1) })),
+        ];
+        apply_batch(&mut conn, &batch).unwrap();
+        let job = get(&conn, "j").unwrap();
+        assert_eq!(job.state, JobState::Failed);
+        assert_eq!(job.result.unwrap().exit_code, Some(3));
+        assert_eq!(job.worker.unwrap().as_str(), "w");
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        tempfile::tempdir().unwrap().keep()
+    }
+}

@@ -1,0 +1,330 @@
+//! skynet-ledger: the SQLite view of every job.
+//!
+//! Reads `SKYNET_EVENTS` (all of `skynet.events.>`) in stream order with an ordered consumer,
+//! applies each event to a state machine that refuses illegal transitions, and commits in
+//! batches together with the last applied stream sequence, so a restart resumes exactly
+//! where the last commit ended: nothing is lost and nothing is applied twice. A missing or
+//! corrupt database, or one built from another incarnation of the stream, is rebuilt from
+//! the stream.
+//!
+//! Serves `skynet.api.jobs.get`, `jobs.list`, `jobs.logs` (reading `SKYNET_LOGS`) and
+//! `workers.list` (reading the `skynet-workers` registry).
+
+mod db;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::Client;
+use async_nats::jetstream::{self, kv};
+use futures::{FutureExt, StreamExt};
+use rusqlite::Connection;
+use skynet_protocol::api::{
+    self as wire, ApiError, Empty, GetRequest, ListRequest, ListReply, LogsRequest, WorkerStatus,
+    WorkerSummary, WorkersReply,
+};
+use skynet_protocol::worker::WorkerInfo;
+use skynet_protocol::{WorkerId, streams, subjects};
+use skynet_runtime::events::{EventLog, Stored};
+use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
+use skynet_runtime::{Shutdown, api};
+use tokio_util::sync::CancellationToken;
+
+/// Settings of the ledger.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory of `ledger.db`.
+    pub data_dir: PathBuf,
+    /// Heartbeats a worker may miss before `workers.list` calls it offline.
+    pub missed_heartbeats: u32,
+}
+
+const BATCH: usize = 512;
+
+/// Runs the ledger until `shutdown` is cancelled.
+pub async fn run(config: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let js = jetstream::new(client.clone());
+    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
+    let log = EventLog::open(js.clone()).await?;
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("ledger.db");
+    let stream_created = js
+        .get_stream(streams::EVENTS)
+        .await?
+        .info()
+        .await?
+        .created
+        .unix_timestamp_nanos()
+        .to_string();
+    let writer = open_for_stream(&path, &stream_created)?;
+    let start = db::last_seq(&writer)? + 1;
+    tracing::info!(db = %path.display(), from_seq = start, "ledger resuming");
+
+    let reader = Arc::new(Mutex::new(db::open_reader(&path)?));
+    let workers: Registry = Arc::default();
+    let tasks = Shutdown::new(shutdown.clone());
+
+    // The writer owns the only writing connection, on its own thread.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Stored>>(8);
+    let writer_thread = std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let mut conn = writer;
+            while let Some(batch) = rx.blocking_recv() {
+                let done = db::apply_batch(&mut conn, &batch).context("applying events")?;
+                tracing::debug!(?done, "batch committed");
+            }
+            Ok(())
+        })?;
+
+    tasks
+        .tasks
+        .spawn(watch_registry(js.clone(), workers.clone(), shutdown.clone()));
+
+    let service = api::start_service(&client, "ledger").await?;
+    {
+        let r = reader.clone();
+        tasks.tasks.spawn(api::serve(
+            api::endpoint(&service, subjects::api::JOBS_GET).await?,
+            tasks.clone(),
+            move |req: GetRequest| {
+                let r = r.clone();
+                async move { query(r, move |c| db::get(c, &req.job_id)).await }
+            },
+        ));
+    }
+    {
+        let r = reader.clone();
+        tasks.tasks.spawn(api::serve(
+            api::endpoint(&service, subjects::api::JOBS_LIST).await?,
+            tasks.clone(),
+            move |req: ListRequest| {
+                let r = r.clone();
+                async move {
+                    let limit = req.limit.unwrap_or(50).clamp(1, wire::MAX_LIST);
+                    let jobs = query(r, move |c| db::list(c, req.state, limit)).await?;
+                    Ok(ListReply { jobs })
+                }
+            },
+        ));
+    }
+    {
+        let r = reader.clone();
+        let js = js.clone();
+        tasks.tasks.spawn(api::serve(
+            api::endpoint(&service, subjects::api::JOBS_LOGS).await?,
+            tasks.clone(),
+            move |req: LogsRequest| {
+                let (r, js) = (r.clone(), js.clone());
+                async move {
+                    let wanted = req.job_id.to_string();
+                    let id = query(r, move |c| db::resolve(c, &wanted)).await?;
+                    let msgs = skynet_runtime::logs::read_all(&js, &id)
+                        .await
+                        .map_err(|e| ApiError::internal(format!("reading logs: {e}")))?;
+                    let max = req
+                        .max_bytes
+                        .unwrap_or(wire::MAX_LOG_REPLY_BYTES)
+                        .clamp(1, wire::MAX_LOG_REPLY_BYTES);
+                    Ok(skynet_runtime::logs::page(
+                        &id,
+                        "live",
+                        &msgs,
+                        req.offset.unwrap_or(0),
+                        max,
+                    ))
+                }
+            },
+        ));
+    }
+    {
+        let workers = workers.clone();
+        let missed = config.missed_heartbeats;
+        tasks.tasks.spawn(api::serve(
+            api::endpoint(&service, subjects::api::WORKERS_LIST).await?,
+            tasks.clone(),
+            move |_: Empty| {
+                let workers = workers.clone();
+                async move { Ok(list_workers(&workers, missed)) }
+            },
+        ));
+    }
+
+    let result = follow(&log, start, &tx, &shutdown).await;
+    drop(tx);
+    let _ = service.stop().await;
+    tasks.drain(Duration::from_secs(5)).await;
+    let written = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .map_err(|e| anyhow::anyhow!("writer thread: {e}"))?
+        .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    result.and(written)
+}
+
+/// Opens the database, setting aside (never deleting) one that is corrupt or was built from
+/// a different incarnation of the event stream, so the view is rebuilt from the stream.
+fn open_for_stream(path: &Path, stream_created: &str) -> anyhow::Result<Connection> {
+    if path.exists() && !db::is_healthy(path) {
+        let aside = set_aside(path, "corrupt")?;
+        tracing::warn!(moved_to = %aside.display(), "ledger database is corrupt; rebuilding from the event stream");
+    }
+    let conn = db::open_writer(path)?;
+    match db::meta(&conn, "stream_created")? {
+        Some(seen) if seen != stream_created => {
+            drop(conn);
+            let aside = set_aside(path, "stale")?;
+            tracing::warn!(moved_to = %aside.display(), "the event stream was recreated; rebuilding the ledger");
+            let conn = db::open_writer(path)?;
+            db::set_meta(&conn, "stream_created", stream_created)?;
+            Ok(conn)
+        }
+        Some(_) => Ok(conn),
+        None => {
+            db::set_meta(&conn, "stream_created", stream_created)?;
+            Ok(conn)
+        }
+    }
+}
+
+fn set_aside(path: &Path, why: &str) -> anyhow::Result<PathBuf> {
+    let aside = path.with_extension(format!("db.{why}-{}", skynet_protocol::time::now_ms()));
+    std::fs::rename(path, &aside)?;
+    for ext in ["db-wal", "db-shm"] {
+        let side = path.with_extension(ext);
+        if side.exists() {
+            let _ = std::fs::remove_file(side);
+        }
+    }
+    Ok(aside)
+}
+
+/// Reads events in order and hands them to the writer in batches of whatever is ready.
+async fn follow(
+    log: &EventLog,
+    start: u64,
+    tx: &tokio::sync::mpsc::Sender<Vec<Stored>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let events = log.follow(start).await?;
+    futures::pin_mut!(events);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            e = events.next() => e,
+        };
+        let Some(first) = first else {
+            anyhow::bail!("event stream ended");
+        };
+        let mut batch = Vec::with_capacity(16);
+        match first {
+            Ok(s) => batch.push(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "following events");
+                continue;
+            }
+        }
+        while batch.len() < BATCH {
+            match events.next().now_or_never() {
+                Some(Some(Ok(s))) => batch.push(s),
+                Some(Some(Err(e))) => tracing::warn!(error = %e, "following events"),
+                _ => break,
+            }
+        }
+        if tx.send(batch).await.is_err() {
+            anyhow::bail!("the ledger writer stopped");
+        }
+    }
+}
+
+async fn query<T, F>(reader: Arc<Mutex<Connection>>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> Result<T, ApiError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let conn = reader
+            .lock()
+            .map_err(|_| ApiError::internal("ledger reader poisoned"))?;
+        f(&conn)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("query task: {e}")))?
+}
+
+type Registry = Arc<RwLock<BTreeMap<WorkerId, WorkerInfo>>>;
+
+/// Keeps an in-memory copy of the worker registry, for `workers.list`.
+async fn watch_registry(js: jetstream::Context, registry: Registry, shutdown: CancellationToken) {
+    loop {
+        let result = async {
+            let store = js.get_key_value(streams::WORKERS_BUCKET).await?;
+            let mut watch = store.watch_all().await?;
+            while let Some(entry) = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                e = watch.next() => e,
+            } {
+                let entry = entry?;
+                let Ok(id) = WorkerId::parse(&entry.key) else { continue };
+                let mut map = registry.write().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                match entry.operation {
+                    kv::Operation::Put => match serde_json::from_slice::<WorkerInfo>(&entry.value) {
+                        Ok(info) => {
+                            map.insert(id, info);
+                        }
+                        Err(e) => tracing::warn!(worker = %id, error = %e, "unreadable registry entry"),
+                    },
+                    kv::Operation::Delete | kv::Operation::Purge => {
+                        map.remove(&id);
+                    }
+                }
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "watching the worker registry; retrying");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+fn list_workers(registry: &Registry, missed: u32) -> WorkersReply {
+    let now = skynet_protocol::time::now_ms();
+    let map = match registry.read() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    WorkersReply {
+        workers: map
+            .values()
+            .map(|w| WorkerSummary {
+                id: w.id.clone(),
+                labels: w.labels.clone(),
+                status: if w.is_online(now, missed) {
+                    WorkerStatus::Online
+                } else {
+                    WorkerStatus::Offline
+                },
+                last_seen: w.last_seen.clone(),
+                running: w.running.clone(),
+                max_jobs: w.max_jobs,
+                roots: w.roots.clone(),
+                version: w.version.clone(),
+                os: w.os.clone(),
+                arch: w.arch.clone(),
+                tools: w.tools.clone(),
+            })
+            .collect(),
+    }
+}

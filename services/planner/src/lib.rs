@@ -1,0 +1,263 @@
+//! skynet-planner: the intake of SKYNET.
+//!
+//! Reads `skynet.jobs.submit` (stream `SKYNET_SUBMIT`) with the durable consumer `planner`,
+//! which copies of the planner share. Each request is validated, given its job id (its `id`,
+//! else its `Nats-Msg-Id`, else one derived from its stream position so a redelivery never
+//! makes a second job), recorded as `received` (written only if the job has no events yet,
+//! so a repeated id never becomes a second job) and planned into `planned` or `rejected` on
+//! `skynet.events.<job>`. Requests without any usable id go to `skynet.rejected`.
+//!
+//! Serves `skynet.api.jobs.submit`, which validates, assigns an id and stores the request in
+//! the intake stream before replying.
+
+pub mod plan;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::Client;
+use async_nats::jetstream::{self, AckKind, context::PublishErrorKind, message::PublishMessage};
+use bytes::Bytes;
+use futures::StreamExt;
+use skynet_protocol::api::{ApiError, SubmitReply};
+use skynet_protocol::job::{Rejection, salvage_id};
+use skynet_protocol::spec::plan_hash;
+use skynet_protocol::{Event, EventKind, JobId, JobRequest, JobState, streams, subjects};
+use skynet_runtime::events::{AppendError, EventLog};
+use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
+use skynet_runtime::{Shutdown, api};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::plan::Outcome;
+
+/// Settings of the planner.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Requests planned at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { concurrency: 32 }
+    }
+}
+
+struct Intake {
+    js: jetstream::Context,
+    log: EventLog,
+    /// Creation time of the intake stream, to derive ids unique to this incarnation of it.
+    stream_created: String,
+}
+
+/// Runs the planner until `shutdown` is cancelled.
+pub async fn run(config: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let js = jetstream::new(client.clone());
+    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
+    let log = EventLog::open(js.clone()).await?;
+    let mut stream = js.get_stream(streams::SUBMIT).await?;
+    let stream_created = stream
+        .info()
+        .await?
+        .created
+        .unix_timestamp_nanos()
+        .to_string();
+    let intake = Arc::new(Intake {
+        js: js.clone(),
+        log,
+        stream_created,
+    });
+    let tasks = Shutdown::new(shutdown.clone());
+
+    let service = api::start_service(&client, "planner").await?;
+    {
+        let js = js.clone();
+        tasks.tasks.spawn(api::serve_raw(
+            api::endpoint(&service, subjects::api::JOBS_SUBMIT).await?,
+            tasks.clone(),
+            move |payload: Bytes| {
+                let js = js.clone();
+                async move { submit(&js, &payload).await }
+            },
+        ));
+    }
+
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(streams::PLANNER_CONSUMER, streams::planner_consumer())
+        .await
+        .context("creating the planner consumer")?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(64)
+        .heartbeat(Duration::from_millis(2500))
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await?;
+    let limit = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    tracing::info!("planner ready");
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            m = messages.next() => m,
+        };
+        let msg = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "intake consumer");
+                continue;
+            }
+            None => anyhow::bail!("intake consumer ended"),
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let intake = intake.clone();
+        tasks.tasks.spawn(async move {
+            let _permit = permit;
+            let ack = match intake.handle(&msg).await {
+                Ok(()) => AckKind::Ack,
+                Err(e) => {
+                    tracing::warn!(error = %e, "request not processed; will retry");
+                    AckKind::Nak(Some(Duration::from_secs(1)))
+                }
+            };
+            if let Err(e) = msg.ack_with(ack).await {
+                tracing::warn!(error = %e, "acking intake message");
+            }
+        });
+    }
+    let _ = service.stop().await;
+    tasks.drain(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+/// `skynet.api.jobs.submit`: validate, assign an id, store durably, reply with the id.
+async fn submit(js: &jetstream::Context, payload: &[u8]) -> Result<SubmitReply, ApiError> {
+    let mut req =
+        JobRequest::from_slice(payload).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let id = req.id.get_or_insert_with(JobId::generate).clone();
+    let body = serde_json::to_vec(&req).map_err(|e| ApiError::internal(e.to_string()))?;
+    let ack = js
+        .send_publish(
+            subjects::SUBMIT,
+            PublishMessage::build()
+                .payload(body.into())
+                .message_id(id.as_str()),
+        )
+        .await
+        .map_err(|e| ApiError::internal(format!("storing the request: {e}")))?
+        .await;
+    match ack {
+        Ok(_) => Ok(SubmitReply { job_id: id }),
+        Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
+            Err(ApiError::internal("the intake stream is missing"))
+        }
+        Err(e) => Err(ApiError::internal(format!("storing the request: {e}"))),
+    }
+}
+
+impl Intake {
+    async fn handle(&self, msg: &jetstream::Message) -> anyhow::Result<()> {
+        let seq = msg.info().map(|i| i.stream_sequence).ok();
+        let msg_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.as_str().to_owned());
+        let header_id = msg_id.as_deref().map(|m| JobId::parse(m).unwrap_or_else(|_| JobId::derive(m)));
+        match JobRequest::from_slice(&msg.payload) {
+            Ok(mut req) => {
+                let id = req
+                    .id
+                    .clone()
+                    .or(header_id)
+                    .unwrap_or_else(|| {
+                        JobId::derive(&format!("{}:{}", self.stream_created, seq.unwrap_or(0)))
+                    });
+                req.id = Some(id.clone());
+                self.admit(id, req).await
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                match salvage_id(&msg.payload).or(header_id) {
+                    Some(id) => {
+                        tracing::info!(job_id = %id, %reason, "request rejected");
+                        let event = Event::now(
+                            id,
+                            EventKind::Rejected {
+                                reason,
+                                steps: vec![],
+                            },
+                        );
+                        match self.log.append(&event, Some(0)).await {
+                            Ok(_) | Err(AppendError::Conflict | AppendError::Duplicate(_)) => Ok(()),
+                            Err(e) => Err(e.into()),
+                        }
+                    }
+                    None => {
+                        tracing::info!(%reason, "request without a usable id rejected");
+                        let rejection = Rejection::new(reason, &msg.payload, seq);
+                        self.js
+                            .publish(
+                                subjects::REJECTED,
+                                serde_json::to_vec(&rejection)?.into(),
+                            )
+                            .await?
+                            .await?;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the request as `received` (once per job id, ever) and plans it.
+    async fn admit(&self, id: JobId, req: JobRequest) -> anyhow::Result<()> {
+        let received = Event::now(
+            id.clone(),
+            EventKind::Received {
+                request: req.clone(),
+            },
+        );
+        let received_seq = match self.log.append(&received, Some(0)).await {
+            Ok(seq) => seq,
+            Err(AppendError::Conflict | AppendError::Duplicate(_)) => {
+                // Either a redelivery of a request this planner (or a copy) began, or a
+                // repeated id. Only the former continues.
+                match self.log.last(&id).await? {
+                    Some(last)
+                        if last.event.state() == JobState::Received
+                            && matches!(&last.event.kind, EventKind::Received { request } if *request == req) =>
+                    {
+                        last.seq
+                    }
+                    _ => {
+                        tracing::info!(job_id = %id, "repeated job id; the request is ignored");
+                        return Ok(());
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let kind = match plan::plan(&req) {
+            Outcome::Plan(p) => EventKind::Planned {
+                plan_hash: plan_hash(&p.steps),
+                steps: p.steps,
+                summary: p.summary,
+                planner: p.planner,
+                model: p.model,
+                usage: p.usage,
+            },
+            Outcome::Reject(reason) => EventKind::Rejected {
+                reason,
+                steps: vec![],
+            },
+        };
+        match self.log.append(&Event::now(id, kind), Some(received_seq)).await {
+            Ok(_) | Err(AppendError::Conflict | AppendError::Duplicate(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

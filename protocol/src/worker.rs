@@ -98,12 +98,20 @@ pub enum WorkerReport {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// The worker would not run the spec (bad signature, expired, meant for another
+    /// worker, replayed).
+    Refused {
+        attempt: u32,
+        reason: String,
+    },
 }
 
 impl WorkerReport {
     pub fn attempt(&self) -> u32 {
         match self {
-            WorkerReport::Started { attempt } | WorkerReport::Finished { attempt, .. } => *attempt,
+            WorkerReport::Started { attempt }
+            | WorkerReport::Finished { attempt, .. }
+            | WorkerReport::Refused { attempt, .. } => *attempt,
         }
     }
 }

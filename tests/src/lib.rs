@@ -3,5 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod nats;
+pub mod stack;
 
 pub use nats::NatsServer;
+pub use stack::{Options, PERMISSIVE_POLICY, Stack, WAIT, WorkerHandle};

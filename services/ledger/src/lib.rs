@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::Client;
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream;
 use futures::{FutureExt, StreamExt};
 use rusqlite::Connection;
 use skynet_protocol::api::{
@@ -29,6 +29,7 @@ use skynet_protocol::api::{
 use skynet_protocol::worker::WorkerInfo;
 use skynet_protocol::{WorkerId, streams, subjects};
 use skynet_runtime::events::{EventLog, Stored};
+use skynet_runtime::registry::Update;
 use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use skynet_runtime::{Shutdown, api};
 use tokio_util::sync::CancellationToken;
@@ -260,41 +261,19 @@ type Registry = Arc<RwLock<BTreeMap<WorkerId, WorkerInfo>>>;
 
 /// Keeps an in-memory copy of the worker registry, for `workers.list`.
 async fn watch_registry(js: jetstream::Context, registry: Registry, shutdown: CancellationToken) {
-    loop {
-        let result = async {
-            let store = js.get_key_value(streams::WORKERS_BUCKET).await?;
-            let mut watch = store.watch_all().await?;
-            while let Some(entry) = tokio::select! {
-                _ = shutdown.cancelled() => None,
-                e = watch.next() => e,
-            } {
-                let entry = entry?;
-                let Ok(id) = WorkerId::parse(&entry.key) else { continue };
-                let mut map = registry.write().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                match entry.operation {
-                    kv::Operation::Put => match serde_json::from_slice::<WorkerInfo>(&entry.value) {
-                        Ok(info) => {
-                            map.insert(id, info);
-                        }
-                        Err(e) => tracing::warn!(worker = %id, error = %e, "unreadable registry entry"),
-                    },
-                    kv::Operation::Delete | kv::Operation::Purge => {
-                        map.remove(&id);
-                    }
-                }
+    let mut updates = skynet_runtime::registry::watch(js, shutdown);
+    while let Some(update) = updates.recv().await {
+        let mut map = match registry.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match update {
+            Update::Put(info) => {
+                map.insert(info.id.clone(), *info);
             }
-            anyhow::Ok(())
-        }
-        .await;
-        if shutdown.is_cancelled() {
-            return;
-        }
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "watching the worker registry; retrying");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            Update::Removed(id) => {
+                map.remove(&id);
+            }
         }
     }
 }

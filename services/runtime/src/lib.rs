@@ -8,6 +8,7 @@ pub mod connect;
 pub mod events;
 pub mod keys;
 pub mod logs;
+pub mod registry;
 pub mod service;
 pub mod setup;
 pub mod shutdown;

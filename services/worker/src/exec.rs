@@ -1,0 +1,520 @@
+//! Running the steps of one job: processes in their own process group, output streamed in
+//! small batches, time limits, and stopping (SIGTERM to the group, a grace period, SIGKILL,
+//! then confirming the group is gone).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use skynet_protocol::worker::StopReason;
+use skynet_protocol::{ExecutionSpec, GitOp, JobState, Step, StepResult};
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::guard::Guard;
+use crate::outbox::Reporter;
+use crate::paths::Roots;
+
+/// Flush output after this long, or when this much is buffered.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+const BATCH_BYTES: usize = 16 * 1024;
+/// The most of a file `file_read` sends back.
+const READ_LIMIT: u64 = 8 << 20;
+
+/// A request to stop a running job, with its reason.
+#[derive(Default)]
+pub struct StopSignal {
+    token: CancellationToken,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl StopSignal {
+    pub fn stop(&self, reason: StopReason) {
+        let mut r = match self.reason.lock() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        r.get_or_insert(reason);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> StopReason {
+        match self.reason.lock() {
+            Ok(r) => r.unwrap_or(StopReason::Cancel),
+            Err(p) => p.into_inner().unwrap_or(StopReason::Cancel),
+        }
+    }
+}
+
+/// What a job run needs from its worker.
+pub struct Ctx {
+    pub roots: Roots,
+    pub guard: Arc<Guard>,
+    /// Variables passed through from the worker's environment.
+    pub env: BTreeMap<String, String>,
+    pub kill_grace: Duration,
+}
+
+/// How a job ended.
+pub struct Outcome {
+    pub state: JobState,
+    pub steps: Vec<StepResult>,
+    pub error: Option<String>,
+}
+
+enum End {
+    Exited(i32),
+    Signaled(i32),
+    /// Refused before anything ran (path outside roots, forbidden command).
+    Refused(String),
+    Stopped(StopReason),
+    TimedOut { job: bool },
+}
+
+/// Runs every step in order, stopping at the first failure.
+pub async fn run_job(spec: &ExecutionSpec, ctx: &Ctx, rep: &Reporter, stop: &StopSignal) -> Outcome {
+    let job_deadline = Instant::now() + Duration::from_secs(spec.timeout_s);
+    let mut steps = Vec::new();
+    for (i, step) in spec.steps.iter().enumerate() {
+        rep.system(Some(i), &format!("$ {}", step.describe())).await;
+        let step_deadline = match step.timeout_s() {
+            Some(t) => job_deadline.min(Instant::now() + Duration::from_secs(t)),
+            None => job_deadline,
+        };
+        let started = Instant::now();
+        let end = run_step(i, step, ctx, rep, stop, step_deadline, job_deadline).await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let mut result = StepResult {
+            index: i,
+            exit_code: None,
+            duration_ms,
+            signal: None,
+        };
+        let failure = match end {
+            End::Exited(0) => {
+                result.exit_code = Some(0);
+                rep.system(Some(i), &format!("exit 0 ({duration_ms} ms)")).await;
+                None
+            }
+            End::Exited(code) => {
+                result.exit_code = Some(code);
+                rep.system(Some(i), &format!("exit {code} ({duration_ms} ms)")).await;
+                Some((JobState::Failed, format!("step {} exited with code {code}", i + 1)))
+            }
+            End::Signaled(sig) => {
+                result.signal = Some(sig);
+                Some((JobState::Failed, format!("step {} was killed by signal {sig}", i + 1)))
+            }
+            End::Refused(why) => {
+                rep.system(Some(i), &format!("refused: {why}")).await;
+                Some((JobState::Failed, format!("step {} refused by the worker: {why}", i + 1)))
+            }
+            End::Stopped(reason) => {
+                let (state, why) = match reason {
+                    StopReason::Cancel => (JobState::Cancelled, "cancelled"),
+                    StopReason::Timeout => (JobState::TimedOut, "stopped: past the job's time limit"),
+                    StopReason::Fenced => (JobState::Cancelled, "stopped: this attempt is no longer current"),
+                };
+                rep.system(Some(i), why).await;
+                Some((state, format!("step {}: {why}", i + 1)))
+            }
+            End::TimedOut { job } => {
+                let why = if job {
+                    format!("the job exceeded its time limit of {} s", spec.timeout_s)
+                } else {
+                    format!(
+                        "step {} exceeded its time limit of {} s",
+                        i + 1,
+                        step.timeout_s().unwrap_or(spec.timeout_s)
+                    )
+                };
+                rep.system(Some(i), &why).await;
+                Some((JobState::TimedOut, why))
+            }
+        };
+        steps.push(result);
+        if let Some((state, error)) = failure {
+            return Outcome {
+                state,
+                steps,
+                error: Some(error),
+            };
+        }
+    }
+    Outcome {
+        state: JobState::Succeeded,
+        steps,
+        error: None,
+    }
+}
+
+async fn run_step(
+    index: usize,
+    step: &Step,
+    ctx: &Ctx,
+    rep: &Reporter,
+    stop: &StopSignal,
+    deadline: Instant,
+    job_deadline: Instant,
+) -> End {
+    let cwd = |dir: &Option<String>| -> Result<PathBuf, String> {
+        match dir {
+            Some(d) => ctx.roots.confine(d, true).map_err(|e| e.to_string()),
+            None => Ok(ctx.roots.first().to_path_buf()),
+        }
+    };
+    let (program, args, dir, extra_env): (String, Vec<String>, PathBuf, BTreeMap<String, String>) = match step {
+        Step::Shell { cmd, argv, cwd: d, env, .. } => {
+            let text = match (cmd, argv) {
+                (Some(c), _) => c.clone(),
+                (None, Some(a)) => a.join(" "),
+                _ => return End::Refused("no command".into()),
+            };
+            if let Some(why) = ctx.guard.check(&text) {
+                return End::Refused(format!("forbidden command ({why})"));
+            }
+            let dir = match cwd(d) {
+                Ok(d) => d,
+                Err(e) => return End::Refused(e),
+            };
+            match (cmd, argv) {
+                (Some(c), _) => ("/bin/sh".into(), vec!["-c".into(), c.clone()], dir, env.clone()),
+                (None, Some(a)) => (a[0].clone(), a[1..].to_vec(), dir, env.clone()),
+                _ => return End::Refused("no command".into()),
+            }
+        }
+        Step::Python { code, cwd: d, .. } => {
+            if let Some(why) = ctx.guard.check(code) {
+                return End::Refused(format!("forbidden code ({why})"));
+            }
+            let dir = match cwd(d) {
+                Ok(d) => d,
+                Err(e) => return End::Refused(e),
+            };
+            ("python3".into(), vec!["-c".into(), code.clone()], dir, BTreeMap::new())
+        }
+        Step::Git { op, repo, url, branch, message, .. } => {
+            let repo_path = match ctx.roots.confine(repo, *op != GitOp::Clone) {
+                Ok(p) => p,
+                Err(e) => return End::Refused(e.to_string()),
+            };
+            let r = repo_path.to_string_lossy().into_owned();
+            let args: Vec<String> = match op {
+                GitOp::Clone => vec!["clone".into(), "--".into(), url.clone().unwrap_or_default(), r],
+                GitOp::Status => vec!["-C".into(), r, "status".into()],
+                GitOp::Diff => vec!["-C".into(), r, "diff".into()],
+                GitOp::Log => vec!["-C".into(), r, "log".into(), "-n".into(), "50".into(), "--no-color".into()],
+                GitOp::Pull => vec!["-C".into(), r, "pull".into()],
+                GitOp::Checkout => vec!["-C".into(), r, "checkout".into(), branch.clone().unwrap_or_default()],
+                GitOp::Commit => vec!["-C".into(), r, "commit".into(), "-m".into(), message.clone().unwrap_or_default()],
+                GitOp::Push => vec!["-C".into(), r, "push".into()],
+            };
+            let mut env = BTreeMap::new();
+            env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+            ("git".into(), args, ctx.roots.first().to_path_buf(), env)
+        }
+        Step::FileRead { path, .. } => return read_file(index, path, ctx, rep).await,
+        Step::FileWrite { path, content, append, .. } => {
+            return write_file(path, content, *append, ctx, rep, index).await;
+        }
+        Step::Skill { .. } => return End::Refused("skills must be expanded by the planner".into()),
+    };
+    let mut cmd = Command::new(&program);
+    cmd.args(&args)
+        .current_dir(&dir)
+        .env_clear()
+        .envs(&ctx.env)
+        .envs(&extra_env)
+        .env("SKYNET_JOB_ID", rep.job.as_str())
+        .env("SKYNET_ATTEMPT", rep.attempt.to_string())
+        .env("SKYNET_STEP", index.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    spawn_and_wait(cmd, index, ctx, rep, stop, deadline, job_deadline).await
+}
+
+async fn spawn_and_wait(
+    mut cmd: Command,
+    index: usize,
+    ctx: &Ctx,
+    rep: &Reporter,
+    stop: &StopSignal,
+    deadline: Instant,
+    job_deadline: Instant,
+) -> End {
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            rep.log("stderr", Some(index), format!("cannot start: {e}\n").as_bytes()).await;
+            return End::Exited(127);
+        }
+    };
+    let Some(pid) = child.id() else {
+        return End::Exited(127);
+    };
+    let pgid = Pid::from_raw(pid as i32);
+    let (tx, rx) = mpsc::channel::<(&'static str, Vec<u8>)>(64);
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(pump(out, "stdout", tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(pump(err, "stderr", tx.clone()));
+    }
+    drop(tx);
+    let batcher = tokio::spawn(batch_output(rx, rep.clone(), index));
+
+    let end = tokio::select! {
+        status = child.wait() => {
+            // The step is over when its process is; whatever it left behind in its group goes.
+            let _ = killpg(pgid, Signal::SIGTERM);
+            match status {
+                Ok(s) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    match (s.code(), s.signal()) {
+                        (Some(code), _) => End::Exited(code),
+                        (None, Some(sig)) => End::Signaled(sig),
+                        _ => End::Exited(1),
+                    }
+                }
+                Err(_) => End::Exited(1),
+            }
+        }
+        _ = tokio::time::sleep_until(deadline.into()) => {
+            kill_group(&mut child, pgid, ctx.kill_grace).await;
+            End::TimedOut { job: deadline >= job_deadline }
+        }
+        _ = stop.token.cancelled() => {
+            kill_group(&mut child, pgid, ctx.kill_grace).await;
+            End::Stopped(stop.reason())
+        }
+    };
+    // Output still in the pipes is sent before the step's end is reported.
+    let mut batcher = batcher;
+    if tokio::time::timeout(Duration::from_secs(2), &mut batcher).await.is_err() {
+        // Something left in the group still holds the pipes open.
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = batcher.await;
+    }
+    end
+}
+
+/// SIGTERM to the whole group, `grace` to exit, then SIGKILL; returns once the group is
+/// confirmed gone (or after a bounded wait).
+async fn kill_group(child: &mut tokio::process::Child, pgid: Pid, grace: Duration) {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let exited = tokio::time::timeout(grace, child.wait()).await.is_ok();
+    let group_gone = || matches!(killpg(pgid, None), Err(nix::errno::Errno::ESRCH));
+    if !exited || !group_gone() {
+        // Give the rest of the group the same grace, then kill everything left.
+        let until = Instant::now() + if exited { grace } else { Duration::ZERO };
+        while Instant::now() < until && !group_gone() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let _ = child.wait().await;
+    }
+    for _ in 0..100 {
+        if group_gone() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(pgid = pgid.as_raw(), "process group still present after SIGKILL");
+}
+
+async fn pump<R: tokio::io::AsyncRead + Unpin>(
+    mut r: R,
+    stream: &'static str,
+    tx: mpsc::Sender<(&'static str, Vec<u8>)>,
+) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send((stream, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Collects output into runs (consecutive bytes of one stream) and sends them every
+/// `BATCH_WINDOW` or `BATCH_BYTES`, keeping an incomplete UTF-8 character for the next run.
+async fn batch_output(mut rx: mpsc::Receiver<(&'static str, Vec<u8>)>, rep: Reporter, step: usize) {
+    let mut runs: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let mut size = 0usize;
+    let mut first_at: Option<tokio::time::Instant> = None;
+    let mut carry: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
+    loop {
+        let flush_at = first_at.map(|t| t + BATCH_WINDOW);
+        let next = tokio::select! {
+            m = rx.recv() => m,
+            _ = async { tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)).await }, if flush_at.is_some() => {
+                flush(&mut runs, &mut carry, &rep, step, false).await;
+                size = 0;
+                first_at = None;
+                continue;
+            }
+        };
+        match next {
+            Some((stream, mut data)) => {
+                if let Some(mut c) = carry.remove(stream) {
+                    c.append(&mut data);
+                    data = c;
+                }
+                size += data.len();
+                match runs.last_mut() {
+                    Some((s, buf)) if *s == stream => buf.extend_from_slice(&data),
+                    _ => runs.push((stream, data)),
+                }
+                first_at.get_or_insert_with(tokio::time::Instant::now);
+                if size >= BATCH_BYTES {
+                    flush(&mut runs, &mut carry, &rep, step, false).await;
+                    size = 0;
+                    first_at = None;
+                }
+            }
+            None => {
+                flush(&mut runs, &mut carry, &rep, step, true).await;
+                return;
+            }
+        }
+    }
+}
+
+async fn flush(
+    runs: &mut Vec<(&'static str, Vec<u8>)>,
+    carry: &mut BTreeMap<&'static str, Vec<u8>>,
+    rep: &Reporter,
+    step: usize,
+    last: bool,
+) {
+    let count = runs.len();
+    for (i, (stream, mut data)) in runs.drain(..).enumerate() {
+        // Only the newest run of a stream can end mid-character.
+        if !last && i + 1 == count {
+            let cut = utf8_boundary(&data);
+            if cut < data.len() {
+                carry.insert(stream, data.split_off(cut));
+            }
+        }
+        rep.log(stream, Some(step), &data).await;
+    }
+    if last {
+        for (stream, data) in std::mem::take(carry) {
+            rep.log(stream, Some(step), &data).await;
+        }
+    }
+}
+
+/// The length of `data` without a trailing incomplete UTF-8 sequence.
+fn utf8_boundary(data: &[u8]) -> usize {
+    match std::str::from_utf8(data) {
+        Ok(_) => data.len(),
+        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+        Err(_) => data.len(),
+    }
+}
+
+async fn read_file(index: usize, path: &str, ctx: &Ctx, rep: &Reporter) -> End {
+    let p = match ctx.roots.confine(path, true) {
+        Ok(p) => p,
+        Err(e) => return End::Refused(e.to_string()),
+    };
+    let file = match tokio::fs::File::open(&p).await {
+        Ok(f) => f,
+        Err(e) => {
+            rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes()).await;
+            return End::Exited(1);
+        }
+    };
+    let mut limited = file.take(READ_LIMIT + 1);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        match limited.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                let take = if total > READ_LIMIT { n - (total - READ_LIMIT) as usize } else { n };
+                carry.extend_from_slice(&buf[..take]);
+                let cut = utf8_boundary(&carry);
+                let rest = carry.split_off(cut);
+                rep.log("stdout", Some(index), &carry).await;
+                carry = rest;
+                if total > READ_LIMIT {
+                    rep.log("stdout", Some(index), &carry).await;
+                    rep.system(Some(index), &format!("(truncated at {READ_LIMIT} bytes)")).await;
+                    return End::Exited(0);
+                }
+            }
+            Err(e) => {
+                rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes()).await;
+                return End::Exited(1);
+            }
+        }
+    }
+    rep.log("stdout", Some(index), &carry).await;
+    End::Exited(0)
+}
+
+async fn write_file(path: &str, content: &str, append: bool, ctx: &Ctx, rep: &Reporter, index: usize) -> End {
+    let p = match ctx.roots.confine(path, false) {
+        Ok(p) => p,
+        Err(e) => return End::Refused(e.to_string()),
+    };
+    let result = (|| -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true);
+        if append {
+            opts.append(true);
+        } else {
+            opts.truncate(true);
+        }
+        // Never write through a symlink planted after the path was checked.
+        opts.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
+        let mut f = opts.open(&p)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_data()
+    })();
+    match result {
+        Ok(()) => {
+            rep.system(Some(index), &format!("wrote {} bytes to {}", content.len(), p.display())).await;
+            End::Exited(0)
+        }
+        Err(e) => {
+            rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes()).await;
+            End::Exited(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_boundaries_keep_characters_whole() {
+        let s = "héllo".as_bytes();
+        assert_eq!(utf8_boundary(s), s.len());
+        assert_eq!(utf8_boundary(&s[..2]), 1);
+        assert_eq!(utf8_boundary(&[0xff, b'a']), 2);
+    }
+}

@@ -1,0 +1,390 @@
+//! The whole SKYNET control plane in-process against a throwaway nats-server, plus workers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::Client;
+use futures::StreamExt;
+use skynet_protocol::streams::Retention;
+use skynet_protocol::{Event, JobId, JobState, WorkerId, subjects};
+use skynet_runtime::setup::{Existing, ensure_all};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::NatsServer;
+
+/// How long a test waits for something before it fails.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Installs a log subscriber when `RUST_LOG` is set, so failing tests can be read.
+pub fn init_tracing() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Knobs of a test stack.
+#[derive(Clone)]
+pub struct Options {
+    /// Policy TOML; `None` for the built-in policy.
+    pub policy: Option<String>,
+    pub approval_ttl: Option<Duration>,
+    pub dispatcher: skynet_dispatcher::Config,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            policy: None,
+            approval_ttl: None,
+            dispatcher: skynet_dispatcher::Config {
+                cancel_confirm: Duration::from_secs(8),
+                timeout_grace: Duration::from_secs(2),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// A policy that allows everything but the worst, for tests about other things.
+pub const PERMISSIVE_POLICY: &str = r#"
+[defaults]
+verdict = "allow"
+redirect = "allow"
+[[rule]]
+name = "needs a person"
+verdict = "approve"
+command = ['^approve-me(\s|$)']
+reason = "this command asks for approval"
+[[rule]]
+name = "never"
+verdict = "deny"
+command = ['^rm\s+-rf\s+~']
+reason = "deletes the home directory"
+"#;
+
+struct Service {
+    token: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+/// A running stack. Dropping it stops everything.
+pub struct Stack {
+    pub nats: NatsServer,
+    pub client: Client,
+    pub js: async_nats::jetstream::Context,
+    pub dir: tempfile::TempDir,
+    pub signer: Arc<nkeys::KeyPair>,
+    pub options: Options,
+    services: HashMap<String, Service>,
+}
+
+impl Stack {
+    /// nats-server and every control-plane service, with the built-in policy.
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        init_tracing();
+        let nats = NatsServer::start();
+        let client = nats.client().await;
+        let js = async_nats::jetstream::new(client.clone());
+        ensure_all(&js, &Retention::default(), Existing::Update)
+            .await
+            .expect("creating streams");
+        let mut stack = Self {
+            nats,
+            client,
+            js,
+            dir: tempfile::tempdir().expect("temp dir"),
+            signer: Arc::new(nkeys::KeyPair::new_user()),
+            options,
+            services: HashMap::new(),
+        };
+        for name in ["ledger", "planner", "policy", "dispatcher"] {
+            stack.start_service(name).await;
+        }
+        stack
+    }
+
+    /// A directory under the stack's temp dir, created.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        let p = self.dir.path().join(rel);
+        std::fs::create_dir_all(&p).expect("creating test dir");
+        p
+    }
+
+    async fn connect(&self, name: &str) -> Client {
+        skynet_runtime::connect(&skynet_runtime::NatsArgs::new(self.nats.url()), name)
+            .await
+            .expect("connecting a service")
+    }
+
+    /// Starts (or restarts) a control-plane service by name.
+    pub async fn start_service(&mut self, name: &str) {
+        let client = self.connect(name).await;
+        let token = CancellationToken::new();
+        let t = token.clone();
+        let handle = match name {
+            "ledger" => {
+                let config = skynet_ledger::Config {
+                    data_dir: self.path("ledger"),
+                    missed_heartbeats: 3,
+                };
+                tokio::spawn(skynet_ledger::run(config, client, t))
+            }
+            "planner" => tokio::spawn(skynet_planner::run(Default::default(), client, t)),
+            "policy" => {
+                let mut policy = match &self.options.policy {
+                    Some(text) => skynet_policy::Policy::from_toml(text).expect("test policy"),
+                    None => skynet_policy::Policy::builtin().expect("built-in policy"),
+                };
+                if let Some(ttl) = self.options.approval_ttl {
+                    policy.approval_ttl = ttl;
+                }
+                let config = skynet_policy::Config {
+                    policy: Arc::new(policy),
+                    signing_key: self.signer.clone(),
+                    spec_ttl: Duration::from_secs(600),
+                };
+                tokio::spawn(skynet_policy::run(config, client, t))
+            }
+            "dispatcher" => {
+                tokio::spawn(skynet_dispatcher::run(self.options.dispatcher.clone(), client, t))
+            }
+            other => panic!("no service {other}"),
+        };
+        self.services.insert(name.into(), Service { token, handle });
+    }
+
+    /// Stops a service cleanly and checks it exited without error.
+    pub async fn stop_service(&mut self, name: &str) {
+        let s = self.services.remove(name).unwrap_or_else(|| panic!("{name} not running"));
+        s.token.cancel();
+        let result = tokio::time::timeout(WAIT, s.handle)
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not stop"))
+            .expect("service task");
+        result.unwrap_or_else(|e| panic!("{name} failed: {e:#}"));
+    }
+
+    /// A worker configuration with its home and root in the stack's temp dir.
+    pub fn worker_config(&self, id: &str) -> skynet_worker::Config {
+        let home = self.path(&format!("home-{id}"));
+        skynet_worker::Config {
+            id: WorkerId::parse(id).expect("worker id"),
+            labels: vec![],
+            roots: vec![home.clone()],
+            home,
+            max_jobs: 1,
+            heartbeat: Duration::from_millis(500),
+            trusted_keys: vec![self.signer.public_key()],
+            data_dir: self.path(&format!("worker-data-{id}")),
+            kill_grace: Duration::from_secs(5),
+            env_allow: skynet_worker::DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
+            forbid: vec![],
+            redact: vec![],
+        }
+    }
+
+    /// Starts a worker and waits until the registry lists it.
+    pub async fn add_worker(&mut self, config: skynet_worker::Config) -> WorkerHandle {
+        let id = config.id.clone();
+        let client = self.connect(&format!("worker-{id}")).await;
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(skynet_worker::run(config.clone(), client, token.clone()));
+        let handle = WorkerHandle {
+            id: id.clone(),
+            config,
+            token,
+            handle: Some(handle),
+        };
+        self.wait_worker_registered(&id).await;
+        handle
+    }
+
+    /// Waits until `id` has written its registry entry.
+    pub async fn wait_worker_registered(&self, id: &WorkerId) {
+        let kv = self
+            .js
+            .get_key_value(skynet_protocol::streams::WORKERS_BUCKET)
+            .await
+            .expect("registry");
+        let mut watch = kv.watch_with_history(id.as_str()).await.expect("watch");
+        tokio::time::timeout(WAIT, watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("worker {id} never registered"));
+    }
+
+    /// Submits a request the way `nats pub` does (JetStream-stored, no API).
+    pub async fn publish(&self, body: &str) {
+        self.js
+            .publish(subjects::SUBMIT, body.to_owned().into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+    }
+
+    /// Submits a JSON JobRequest with a fresh id and returns the id.
+    pub async fn submit(&self, mut request: serde_json::Value) -> JobId {
+        let id = JobId::generate();
+        request["id"] = serde_json::Value::String(id.to_string());
+        self.publish(&request.to_string()).await;
+        id
+    }
+
+    /// Submits a one-step shell job.
+    pub async fn submit_shell(&self, cmd: &str) -> JobId {
+        self.submit(serde_json::json!({"steps": [{"action": "shell", "cmd": cmd}]}))
+            .await
+    }
+
+    /// Waits for `job` to reach `state` and returns that event. Fails if the job ends in
+    /// another terminal state first.
+    pub async fn wait_state(&self, job: &JobId, state: JobState) -> Event {
+        let mut seen = Vec::new();
+        let found = self
+            .wait_event(job, |e| {
+                seen.push(e.state());
+                e.state() == state || e.state().is_terminal()
+            })
+            .await;
+        assert_eq!(
+            found.state(),
+            state,
+            "job {job} ended {} while waiting for {state}: {found:?}",
+            found.state()
+        );
+        found
+    }
+
+    /// Waits for the job's terminal event.
+    pub async fn wait_terminal(&self, job: &JobId) -> Event {
+        self.wait_event(job, |e| e.state().is_terminal()).await
+    }
+
+    /// Reads the job's events from the start until `pred` holds.
+    pub async fn wait_event(&self, job: &JobId, mut pred: impl FnMut(&Event) -> bool) -> Event {
+        let stream = self
+            .js
+            .get_stream(skynet_protocol::streams::EVENTS)
+            .await
+            .expect("events stream");
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: subjects::events(job),
+                ..Default::default()
+            })
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        let mut history = Vec::new();
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(msg) = messages.next().await {
+                let msg = msg.expect("event message");
+                let event: Event = serde_json::from_slice(&msg.payload).expect("event json");
+                history.push(format!("{}", event.state()));
+                if pred(&event) {
+                    return Some(event);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(e)) => e,
+            _ => panic!("job {job}: condition not met within {WAIT:?}; events so far: {history:?}"),
+        }
+    }
+
+    /// Every event of `job` stored so far.
+    pub async fn events(&self, job: &JobId) -> Vec<Event> {
+        let log = skynet_runtime::EventLog::open(self.js.clone()).await.expect("event log");
+        log.history(job)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|s| s.event)
+            .collect()
+    }
+
+    /// The job's output stored so far, as text.
+    pub async fn output(&self, job: &JobId) -> String {
+        let msgs = skynet_runtime::logs::read_all(&self.js, job).await.expect("logs");
+        msgs.iter()
+            .filter(|m| m.stream != "system")
+            .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+            .collect()
+    }
+
+    /// Calls an API endpoint with raw bytes; returns the reply body and error code if any.
+    pub async fn api_raw(&self, endpoint: &str, body: &[u8]) -> Result<serde_json::Value, (u16, String)> {
+        match skynet_runtime::api::call_raw(&self.client, endpoint, body.to_vec().into(), WAIT).await {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).expect("reply json")),
+            Err(skynet_runtime::api::CallError::Api(e)) => Err((e.code, e.message)),
+            Err(other) => panic!("calling {endpoint}: {other}"),
+        }
+    }
+
+    /// Waits until the ledger serves `job` in `state` (the ledger lags the stream a little).
+    pub async fn ledger_state(&self, job: &JobId, state: JobState) -> serde_json::Value {
+        let body = serde_json::json!({"job_id": job}).to_string();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(v) = self.api_raw(subjects::api::JOBS_GET, body.as_bytes()).await
+                && v["state"] == state.as_str()
+            {
+                return v;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "ledger never showed {job} as {state}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A worker running in-process.
+pub struct WorkerHandle {
+    pub id: WorkerId,
+    pub config: skynet_worker::Config,
+    token: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl WorkerHandle {
+    /// Stops the worker cleanly.
+    pub async fn stop(&mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(WAIT, h)
+                .await
+                .expect("worker did not stop")
+                .expect("worker task")
+                .expect("worker failed");
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.config.home
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for s in self.services.values() {
+            s.token.cancel();
+        }
+    }
+}

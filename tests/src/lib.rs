@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod nats;
+pub mod process;
 pub mod stack;
 
 pub use nats::NatsServer;
+pub use process::ServiceProcess;
 pub use stack::{Options, PERMISSIVE_POLICY, Stack, WAIT, WorkerHandle};

@@ -35,6 +35,8 @@ pub struct Options {
     pub policy: Option<String>,
     pub approval_ttl: Option<Duration>,
     pub dispatcher: skynet_dispatcher::Config,
+    /// The control-plane services run in-process.
+    pub services: Vec<&'static str>,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
                 timeout_grace: Duration::from_secs(2),
                 ..Default::default()
             },
+            services: vec!["ledger", "planner", "policy", "dispatcher"],
         }
     }
 }
@@ -107,10 +110,41 @@ impl Stack {
             options,
             services: HashMap::new(),
         };
-        for name in ["ledger", "planner", "policy", "dispatcher"] {
+        for name in stack.options.services.clone() {
             stack.start_service(name).await;
         }
+        if stack.options.services.len() == 4 {
+            stack.wait_api_ready().await;
+        }
         stack
+    }
+
+    /// Waits until every API endpoint answers (with a 400 to an empty-field probe).
+    pub async fn wait_api_ready(&self) {
+        self.wait_endpoints(&subjects::api::ALL).await;
+    }
+
+    /// Waits until the given API endpoints answer.
+    pub async fn wait_endpoints(&self, endpoints: &[&str]) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        for endpoint in endpoints.iter().copied() {
+            loop {
+                match skynet_runtime::api::call_raw(
+                    &self.client,
+                    endpoint,
+                    bytes::Bytes::from_static(b"{\"probe\":1}"),
+                    Duration::from_secs(2),
+                )
+                .await
+                {
+                    Err(skynet_runtime::api::CallError::NoService(_)) => {
+                        assert!(tokio::time::Instant::now() < deadline, "{endpoint} never came up");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
     }
 
     /// A directory under the stack's temp dir, created.
@@ -161,6 +195,13 @@ impl Stack {
             other => panic!("no service {other}"),
         };
         self.services.insert(name.into(), Service { token, handle });
+    }
+
+    /// Restarts a service and waits for the API to answer again.
+    pub async fn restart_service(&mut self, name: &str) {
+        self.stop_service(name).await;
+        self.start_service(name).await;
+        self.wait_api_ready().await;
     }
 
     /// Stops a service cleanly and checks it exited without error.
@@ -324,6 +365,28 @@ impl Stack {
             .collect()
     }
 
+    /// Waits until the job's output contains `needle`.
+    pub async fn wait_output(&self, job: &JobId, needle: &str) {
+        let logs = skynet_runtime::logs::follow(&self.js, job).await.expect("follow logs");
+        futures::pin_mut!(logs);
+        let mut seen = String::new();
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(m) = logs.next().await {
+                let m = m.expect("log");
+                if m.stream == "system" {
+                    continue;
+                }
+                seen.push_str(&String::from_utf8_lossy(&m.data));
+                if seen.contains(needle) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(matches!(found, Ok(true)), "job {job}: output never showed {needle:?}; got {seen:?}");
+    }
+
     /// Calls an API endpoint with raw bytes; returns the reply body and error code if any.
     pub async fn api_raw(&self, endpoint: &str, body: &[u8]) -> Result<serde_json::Value, (u16, String)> {
         match skynet_runtime::api::call_raw(&self.client, endpoint, body.to_vec().into(), WAIT).await {
@@ -338,7 +401,15 @@ impl Stack {
         let body = serde_json::json!({"job_id": job}).to_string();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(v) = self.api_raw(subjects::api::JOBS_GET, body.as_bytes()).await
+            let reply = skynet_runtime::api::call_raw(
+                &self.client,
+                subjects::api::JOBS_GET,
+                body.clone().into(),
+                Duration::from_secs(5),
+            )
+            .await;
+            if let Ok(bytes) = reply
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
                 && v["state"] == state.as_str()
             {
                 return v;

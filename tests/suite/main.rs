@@ -3,4 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod kit_smoke;
+mod approval;
+mod execution;
+mod intake;
 mod pipeline;
+mod restarts;
+mod routing;

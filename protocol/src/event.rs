@@ -106,21 +106,13 @@ impl JobState {
             AwaitingApproval => matches!(to, Approved | Denied | Cancelled),
             Approved => matches!(to, Queued | Dispatched | Cancelled),
             Queued => matches!(to, Dispatched | Cancelled),
-            Dispatched => matches!(
-                to,
-                Running | Queued | CancelRequested | Failed | TimedOut
-            ),
-            Running => matches!(
-                to,
-                Succeeded | Failed | TimedOut | CancelRequested | Queued
-            ),
+            Dispatched => matches!(to, Running | Queued | CancelRequested | Failed | TimedOut),
+            Running => matches!(to, Succeeded | Failed | TimedOut | CancelRequested | Queued),
             CancelRequested => matches!(
                 to,
                 Cancelled | ForceCancelled | Succeeded | Failed | TimedOut
             ),
-            Succeeded | Failed | TimedOut | Denied | Cancelled | ForceCancelled | Rejected => {
-                false
-            }
+            Succeeded | Failed | TimedOut | Denied | Cancelled | ForceCancelled | Rejected => false,
         }
     }
 }

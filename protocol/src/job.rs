@@ -419,22 +419,20 @@ impl Step {
                 ..
             } => {
                 check_path(&f("repo"), repo)?;
-                let needs = |name: &str, v: &Option<String>, wanted: bool| {
-                    match (v, wanted) {
-                        (None, true) => Err(field(
-                            f(name),
-                            format!("is required for git {}", op.as_str()),
-                        )),
-                        (Some(_), false) => Err(field(
-                            f(name),
-                            format!("does not apply to git {}", op.as_str()),
-                        )),
-                        (Some(v), true) if v.trim().is_empty() => {
-                            Err(field(f(name), "must not be empty"))
-                        }
-                        (Some(v), true) => check_text(&f(name), v, limits::PATH_BYTES),
-                        (None, false) => Ok(()),
+                let needs = |name: &str, v: &Option<String>, wanted: bool| match (v, wanted) {
+                    (None, true) => Err(field(
+                        f(name),
+                        format!("is required for git {}", op.as_str()),
+                    )),
+                    (Some(_), false) => Err(field(
+                        f(name),
+                        format!("does not apply to git {}", op.as_str()),
+                    )),
+                    (Some(v), true) if v.trim().is_empty() => {
+                        Err(field(f(name), "must not be empty"))
                     }
+                    (Some(v), true) => check_text(&f(name), v, limits::PATH_BYTES),
+                    (None, false) => Ok(()),
                 };
                 needs("url", url, *op == GitOp::Clone)?;
                 needs("branch", branch, *op == GitOp::Checkout)?;
@@ -476,10 +474,7 @@ pub fn validate_steps(steps: &[Step], allow_skills: bool) -> Result<(), Validati
         return Err(field("steps", "must not be empty"));
     }
     if steps.len() > limits::STEPS {
-        return Err(field(
-            "steps",
-            format!("at most {} steps", limits::STEPS),
-        ));
+        return Err(field("steps", format!("at most {} steps", limits::STEPS)));
     }
     for (i, step) in steps.iter().enumerate() {
         let at = format!("steps[{i}]");
@@ -494,8 +489,7 @@ pub fn validate_steps(steps: &[Step], allow_skills: bool) -> Result<(), Validati
 fn check_label(i: usize, l: &str) -> Result<(), ValidationError> {
     let ok = !l.is_empty()
         && l.len() <= limits::LABEL_CHARS
-        && l
-            .chars()
+        && l.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
     if ok {
         Ok(())
@@ -514,15 +508,19 @@ impl JobRequest {
             return Err(ValidationError::TooLarge(bytes.len()));
         }
         let text = std::str::from_utf8(bytes).map_err(|_| ValidationError::NotUtf8)?;
-        let req: JobRequest = serde_json::from_str(text)
-            .map_err(|e| ValidationError::Malformed(e.to_string()))?;
+        let req: JobRequest =
+            serde_json::from_str(text).map_err(|e| ValidationError::Malformed(e.to_string()))?;
         req.validate()?;
         Ok(req)
     }
 
     /// Checks everything a deserializer cannot.
     pub fn validate(&self) -> Result<(), ValidationError> {
-        let goal = self.goal.as_deref().map(str::trim).filter(|g| !g.is_empty());
+        let goal = self
+            .goal
+            .as_deref()
+            .map(str::trim)
+            .filter(|g| !g.is_empty());
         if let Some(g) = &self.goal {
             if g.chars().count() > limits::GOAL_CHARS {
                 return Err(field(
@@ -538,7 +536,10 @@ impl JobRequest {
             (None, Some(_)) => {}
         }
         if self.labels.len() > limits::LABELS {
-            return Err(field("labels", format!("at most {} labels", limits::LABELS)));
+            return Err(field(
+                "labels",
+                format!("at most {} labels", limits::LABELS),
+            ));
         }
         for (i, l) in self.labels.iter().enumerate() {
             check_label(i, l)?;
@@ -550,7 +551,10 @@ impl JobRequest {
                 format!("is {}; the limit is {}", self.retries, limits::RETRIES),
             ));
         }
-        for (name, v) in [("requested_by", &self.requested_by), ("origin", &self.origin)] {
+        for (name, v) in [
+            ("requested_by", &self.requested_by),
+            ("origin", &self.origin),
+        ] {
             if let Some(v) = v {
                 if v.chars().count() > limits::REQUESTED_BY_CHARS {
                     return Err(field(

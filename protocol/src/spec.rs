@@ -125,8 +125,8 @@ impl SignedSpec {
         let sig = hex::decode(&self.signature).map_err(|_| SpecError::BadSignature)?;
         key.verify(&signed_bytes(&self.spec), &sig)
             .map_err(|_| SpecError::BadSignature)?;
-        let spec: ExecutionSpec = serde_json::from_str(&self.spec)
-            .map_err(|e| SpecError::Malformed(e.to_string()))?;
+        let spec: ExecutionSpec =
+            serde_json::from_str(&self.spec).map_err(|e| SpecError::Malformed(e.to_string()))?;
         if &spec.worker != me {
             return Err(SpecError::WrongWorker(spec.worker.to_string()));
         }

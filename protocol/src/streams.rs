@@ -252,7 +252,10 @@ mod tests {
         for (i, a) in subjects.iter().enumerate() {
             for b in &subjects[i + 1..] {
                 let (pa, pb) = (a.trim_end_matches('>'), b.trim_end_matches('>'));
-                assert!(!pa.starts_with(pb) && !pb.starts_with(pa), "{a} overlaps {b}");
+                assert!(
+                    !pa.starts_with(pb) && !pb.starts_with(pa),
+                    "{a} overlaps {b}"
+                );
             }
         }
     }
@@ -263,6 +266,9 @@ mod tests {
         let c = work_consumer(&w);
         assert_eq!(c.filter_subject, "skynet.work.w1.>");
         assert_eq!(c.durable_name.as_deref(), Some("worker-w1"));
-        assert_eq!(work(&Retention::default()).retention, RetentionPolicy::WorkQueue);
+        assert_eq!(
+            work(&Retention::default()).retention,
+            RetentionPolicy::WorkQueue
+        );
     }
 }

@@ -159,7 +159,9 @@ mod tests {
     fn valid_subject(s: &str) -> bool {
         !s.is_empty()
             && s.split('.').all(|t| {
-                !t.is_empty() && !t.contains(char::is_whitespace) && (t == ">" || t == "*" || !t.contains(['*', '>']))
+                !t.is_empty()
+                    && !t.contains(char::is_whitespace)
+                    && (t == ">" || t == "*" || !t.contains(['*', '>']))
             })
     }
 

@@ -10,9 +10,8 @@ pub fn now() -> String {
 
 /// Formats a moment for the wire.
 pub fn format(t: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.to_offset(UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())

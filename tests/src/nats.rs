@@ -89,8 +89,7 @@ impl NatsServer {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if !sent {
                     log.push(line.clone());
-                    if let Some(addr) = line.split("Listening for client connections on ").nth(1)
-                    {
+                    if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
                         let port = addr.trim().rsplit(':').next().and_then(|p| p.parse().ok());
                         let _ = tx.send(Ok(port.unwrap_or(0)));
                         sent = true;

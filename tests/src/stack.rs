@@ -128,21 +128,20 @@ impl Stack {
     pub async fn wait_endpoints(&self, endpoints: &[&str]) {
         let deadline = tokio::time::Instant::now() + WAIT;
         for endpoint in endpoints.iter().copied() {
-            loop {
-                match skynet_runtime::api::call_raw(
+            while let Err(skynet_runtime::api::CallError::NoService(_)) =
+                skynet_runtime::api::call_raw(
                     &self.client,
                     endpoint,
                     bytes::Bytes::from_static(b"{\"probe\":1}"),
                     Duration::from_secs(2),
                 )
                 .await
-                {
-                    Err(skynet_runtime::api::CallError::NoService(_)) => {
-                        assert!(tokio::time::Instant::now() < deadline, "{endpoint} never came up");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    _ => break,
-                }
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{endpoint} never came up"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
@@ -189,9 +188,11 @@ impl Stack {
                 };
                 tokio::spawn(skynet_policy::run(config, client, t))
             }
-            "dispatcher" => {
-                tokio::spawn(skynet_dispatcher::run(self.options.dispatcher.clone(), client, t))
-            }
+            "dispatcher" => tokio::spawn(skynet_dispatcher::run(
+                self.options.dispatcher.clone(),
+                client,
+                t,
+            )),
             other => panic!("no service {other}"),
         };
         self.services.insert(name.into(), Service { token, handle });
@@ -206,7 +207,10 @@ impl Stack {
 
     /// Stops a service cleanly and checks it exited without error.
     pub async fn stop_service(&mut self, name: &str) {
-        let s = self.services.remove(name).unwrap_or_else(|| panic!("{name} not running"));
+        let s = self
+            .services
+            .remove(name)
+            .unwrap_or_else(|| panic!("{name} not running"));
         s.token.cancel();
         let result = tokio::time::timeout(WAIT, s.handle)
             .await
@@ -228,7 +232,10 @@ impl Stack {
             trusted_keys: vec![self.signer.public_key()],
             data_dir: self.path(&format!("worker-data-{id}")),
             kill_grace: Duration::from_secs(5),
-            env_allow: skynet_worker::DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect(),
+            env_allow: skynet_worker::DEFAULT_ENV_ALLOW
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             forbid: vec![],
             redact: vec![],
         }
@@ -347,7 +354,9 @@ impl Stack {
 
     /// Every event of `job` stored so far.
     pub async fn events(&self, job: &JobId) -> Vec<Event> {
-        let log = skynet_runtime::EventLog::open(self.js.clone()).await.expect("event log");
+        let log = skynet_runtime::EventLog::open(self.js.clone())
+            .await
+            .expect("event log");
         log.history(job)
             .await
             .expect("history")
@@ -358,7 +367,9 @@ impl Stack {
 
     /// The job's output stored so far, as text.
     pub async fn output(&self, job: &JobId) -> String {
-        let msgs = skynet_runtime::logs::read_all(&self.js, job).await.expect("logs");
+        let msgs = skynet_runtime::logs::read_all(&self.js, job)
+            .await
+            .expect("logs");
         msgs.iter()
             .filter(|m| m.stream != "system")
             .map(|m| String::from_utf8_lossy(&m.data).into_owned())
@@ -367,7 +378,9 @@ impl Stack {
 
     /// Waits until the job's output contains `needle`.
     pub async fn wait_output(&self, job: &JobId, needle: &str) {
-        let logs = skynet_runtime::logs::follow(&self.js, job).await.expect("follow logs");
+        let logs = skynet_runtime::logs::follow(&self.js, job)
+            .await
+            .expect("follow logs");
         futures::pin_mut!(logs);
         let mut seen = String::new();
         let found = tokio::time::timeout(WAIT, async {
@@ -384,12 +397,21 @@ impl Stack {
             false
         })
         .await;
-        assert!(matches!(found, Ok(true)), "job {job}: output never showed {needle:?}; got {seen:?}");
+        assert!(
+            matches!(found, Ok(true)),
+            "job {job}: output never showed {needle:?}; got {seen:?}"
+        );
     }
 
     /// Calls an API endpoint with raw bytes; returns the reply body and error code if any.
-    pub async fn api_raw(&self, endpoint: &str, body: &[u8]) -> Result<serde_json::Value, (u16, String)> {
-        match skynet_runtime::api::call_raw(&self.client, endpoint, body.to_vec().into(), WAIT).await {
+    pub async fn api_raw(
+        &self,
+        endpoint: &str,
+        body: &[u8],
+    ) -> Result<serde_json::Value, (u16, String)> {
+        match skynet_runtime::api::call_raw(&self.client, endpoint, body.to_vec().into(), WAIT)
+            .await
+        {
             Ok(bytes) => Ok(serde_json::from_slice(&bytes).expect("reply json")),
             Err(skynet_runtime::api::CallError::Api(e)) => Err((e.code, e.message)),
             Err(other) => panic!("calling {endpoint}: {other}"),
@@ -414,7 +436,10 @@ impl Stack {
             {
                 return v;
             }
-            assert!(tokio::time::Instant::now() < deadline, "ledger never showed {job} as {state}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "ledger never showed {job} as {state}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

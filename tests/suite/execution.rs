@@ -44,7 +44,10 @@ async fn cancel_kills_the_whole_process_group() {
     assert!(pids.iter().all(|p| alive(*p)));
 
     let body = serde_json::json!({"job_id": job, "by": "test"}).to_string();
-    let reply = stack.api_raw(subjects::api::JOBS_CANCEL, body.as_bytes()).await.unwrap();
+    let reply = stack
+        .api_raw(subjects::api::JOBS_CANCEL, body.as_bytes())
+        .await
+        .unwrap();
     assert_eq!(reply["state"], "cancel_requested");
     let done = stack.wait_terminal(&job).await;
     assert_eq!(done.state(), JobState::Cancelled, "{done:?}");
@@ -52,7 +55,10 @@ async fn cancel_kills_the_whole_process_group() {
         assert!(!alive(pid), "process {pid} of the job survived the cancel");
     }
     // Cancelling an ended job is a conflict, not an error.
-    let (code, _) = stack.api_raw(subjects::api::JOBS_CANCEL, body.as_bytes()).await.unwrap_err();
+    let (code, _) = stack
+        .api_raw(subjects::api::JOBS_CANCEL, body.as_bytes())
+        .await
+        .unwrap_err();
     assert_eq!(code, 409);
 }
 
@@ -65,7 +71,10 @@ async fn cancelling_before_dispatch_ends_the_job_at_once() {
         .await;
     stack.wait_state(&job, JobState::Queued).await;
     let body = serde_json::json!({"job_id": job}).to_string();
-    let reply = stack.api_raw(subjects::api::JOBS_CANCEL, body.as_bytes()).await.unwrap();
+    let reply = stack
+        .api_raw(subjects::api::JOBS_CANCEL, body.as_bytes())
+        .await
+        .unwrap();
     assert_eq!(reply["state"], "cancelled");
     stack.wait_state(&job, JobState::Cancelled).await;
     let _ = &mut stack;
@@ -83,7 +92,9 @@ async fn a_step_over_its_timeout_ends_timed_out() {
         ]}))
         .await;
     let done = stack.wait_terminal(&job).await;
-    let EventKind::TimedOut(f) = &done.kind else { panic!("{done:?}") };
+    let EventKind::TimedOut(f) = &done.kind else {
+        panic!("{done:?}")
+    };
     assert_eq!(f.steps.len(), 2);
     assert_eq!(f.steps[0].exit_code, Some(0));
     assert!(f.steps[1].duration_ms < 10_000, "{:?}", f.steps[1]);
@@ -91,11 +102,18 @@ async fn a_step_over_its_timeout_ends_timed_out() {
     assert!(!stack.output(&job).await.contains("never"));
 
     let whole = stack
-        .submit(serde_json::json!({"timeout_s": 1, "steps": [{"action": "shell", "cmd": "sleep 60"}]}))
+        .submit(
+            serde_json::json!({"timeout_s": 1, "steps": [{"action": "shell", "cmd": "sleep 60"}]}),
+        )
         .await;
     let done = stack.wait_terminal(&whole).await;
-    let EventKind::TimedOut(f) = &done.kind else { panic!("{done:?}") };
-    assert!(f.error.as_deref().unwrap_or("").contains("job exceeded"), "{f:?}");
+    let EventKind::TimedOut(f) = &done.kind else {
+        panic!("{done:?}")
+    };
+    assert!(
+        f.error.as_deref().unwrap_or("").contains("job exceeded"),
+        "{f:?}"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +133,9 @@ async fn the_worker_refuses_paths_outside_its_roots_even_when_policy_allows() {
     ] {
         let job = stack.submit(serde_json::json!({"steps": [step]})).await;
         let done = stack.wait_terminal(&job).await;
-        let EventKind::Failed(f) = &done.kind else { panic!("{step}: {done:?}") };
+        let EventKind::Failed(f) = &done.kind else {
+            panic!("{step}: {done:?}")
+        };
         let error = f.error.clone().unwrap_or_default();
         assert!(error.contains("refused by the worker"), "{step}: {error}");
         assert!(!stack.output(&job).await.contains("do not read"), "{step}");
@@ -140,13 +160,22 @@ async fn the_worker_refuses_forbidden_commands_even_when_policy_allows() {
 verdict = "allow"
 redirect = "allow"
 "#;
-    let mut stack = Stack::start_with(Options { policy: Some(everything.into()), ..Default::default() }).await;
+    let mut stack = Stack::start_with(Options {
+        policy: Some(everything.into()),
+        ..Default::default()
+    })
+    .await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     std::fs::write(w.home().join("precious.txt"), "keep").unwrap();
     let job = stack.submit_shell("rm -rf ~").await;
     let done = stack.wait_terminal(&job).await;
-    let EventKind::Failed(f) = &done.kind else { panic!("{done:?}") };
-    assert!(f.error.as_deref().unwrap_or("").contains("forbidden"), "{f:?}");
+    let EventKind::Failed(f) = &done.kind else {
+        panic!("{done:?}")
+    };
+    assert!(
+        f.error.as_deref().unwrap_or("").contains("forbidden"),
+        "{f:?}"
+    );
     assert!(w.home().join("precious.txt").exists());
 }
 
@@ -161,7 +190,9 @@ async fn a_failing_step_stops_the_job_with_its_exit_code() {
         ]}))
         .await;
     let done = stack.wait_terminal(&job).await;
-    let EventKind::Failed(f) = &done.kind else { panic!("{done:?}") };
+    let EventKind::Failed(f) = &done.kind else {
+        panic!("{done:?}")
+    };
     assert_eq!(f.steps.len(), 1);
     assert_eq!(f.steps[0].exit_code, Some(3));
     let view = stack.ledger_state(&job, JobState::Failed).await;

@@ -5,11 +5,15 @@
 use futures::StreamExt;
 use skynet_protocol::job::Rejection;
 use skynet_protocol::{EventKind, JobState, subjects};
-use skynet_tests::{PERMISSIVE_POLICY, Stack, Options, WAIT};
+use skynet_tests::{Options, PERMISSIVE_POLICY, Stack, WAIT};
 
 #[tokio::test]
 async fn submitting_the_same_id_twice_gives_one_job_and_one_run() {
-    let mut stack = Stack::start_with(Options { policy: Some(PERMISSIVE_POLICY.into()), ..Default::default() }).await;
+    let mut stack = Stack::start_with(Options {
+        policy: Some(PERMISSIVE_POLICY.into()),
+        ..Default::default()
+    })
+    .await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     let marker = w.home().join("runs.log");
     let body = serde_json::json!({
@@ -19,7 +23,10 @@ async fn submitting_the_same_id_twice_gives_one_job_and_one_run() {
     .to_string();
     stack.publish(&body).await;
     // The same request through the API, and again by plain publish with a changed body.
-    let reply = stack.api_raw(subjects::api::JOBS_SUBMIT, body.as_bytes()).await.unwrap();
+    let reply = stack
+        .api_raw(subjects::api::JOBS_SUBMIT, body.as_bytes())
+        .await
+        .unwrap();
     assert_eq!(reply["job_id"], "only-once");
     let job = skynet_protocol::JobId::parse("only-once").unwrap();
     let done = stack.wait_terminal(&job).await;
@@ -42,7 +49,11 @@ async fn submitting_the_same_id_twice_gives_one_job_and_one_run() {
 async fn garbage_on_the_intake_is_rejected_with_reasons_and_valid_work_still_runs() {
     let mut stack = Stack::start().await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;
-    let rejected = stack.js.get_stream(skynet_protocol::streams::REJECTED).await.unwrap();
+    let rejected = stack
+        .js
+        .get_stream(skynet_protocol::streams::REJECTED)
+        .await
+        .unwrap();
     let consumer = rejected
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
         .await
@@ -58,11 +69,21 @@ async fn garbage_on_the_intake_is_rejected_with_reasons_and_valid_work_still_run
         oversize.into_bytes(),
     ];
     for g in &garbage {
-        stack.js.publish(subjects::SUBMIT, g.clone().into()).await.unwrap().await.unwrap();
+        stack
+            .js
+            .publish(subjects::SUBMIT, g.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
     }
     let mut reasons = Vec::new();
     for _ in &garbage {
-        let msg = tokio::time::timeout(WAIT, rejections.next()).await.unwrap().unwrap().unwrap();
+        let msg = tokio::time::timeout(WAIT, rejections.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         let r: Rejection = serde_json::from_slice(&msg.payload).unwrap();
         reasons.push(r.reason);
     }
@@ -77,15 +98,22 @@ async fn garbage_on_the_intake_is_rejected_with_reasons_and_valid_work_still_run
         .await;
     let typo = skynet_protocol::JobId::parse("typo-job").unwrap();
     let done = stack.wait_state(&typo, JobState::Rejected).await;
-    let EventKind::Rejected { reason, .. } = &done.kind else { unreachable!() };
+    let EventKind::Rejected { reason, .. } = &done.kind else {
+        unreachable!()
+    };
     assert!(reason.contains("unknown field `colour`"), "{reason}");
     stack
         .publish(r#"{"id":"bad-step","steps":[{"action":"shell","cmd":"ls","argv":["ls"]}]}"#)
         .await;
     let bad = skynet_protocol::JobId::parse("bad-step").unwrap();
     let done = stack.wait_state(&bad, JobState::Rejected).await;
-    let EventKind::Rejected { reason, .. } = &done.kind else { unreachable!() };
-    assert!(reason.contains("exactly one of `cmd` and `argv`"), "{reason}");
+    let EventKind::Rejected { reason, .. } = &done.kind else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("exactly one of `cmd` and `argv`"),
+        "{reason}"
+    );
 
     let ok = stack.submit_shell("echo still alive").await;
     stack.wait_state(&ok, JobState::Succeeded).await;
@@ -107,17 +135,33 @@ async fn every_api_endpoint_answers_bad_input_with_a_400() {
             // workers.list takes `{}`; anything with fields is refused too.
             let result = stack.api_raw(endpoint, body).await;
             let (code, message) = result.expect_err(endpoint);
-            assert_eq!(code, 400, "{endpoint} {:?}: {message}", String::from_utf8_lossy(&body[..body.len().min(30)]));
+            assert_eq!(
+                code,
+                400,
+                "{endpoint} {:?}: {message}",
+                String::from_utf8_lossy(&body[..body.len().min(30)])
+            );
             assert!(!message.is_empty());
         }
     }
     // Unknown jobs are 404, not 400 or a crash.
-    for endpoint in [subjects::api::JOBS_GET, subjects::api::JOBS_CANCEL, subjects::api::JOBS_APPROVE, subjects::api::JOBS_LOGS] {
-        let (code, _) = stack.api_raw(endpoint, br#"{"job_id":"no-such-job"}"#).await.unwrap_err();
+    for endpoint in [
+        subjects::api::JOBS_GET,
+        subjects::api::JOBS_CANCEL,
+        subjects::api::JOBS_APPROVE,
+        subjects::api::JOBS_LOGS,
+    ] {
+        let (code, _) = stack
+            .api_raw(endpoint, br#"{"job_id":"no-such-job"}"#)
+            .await
+            .unwrap_err();
         assert_eq!(code, 404, "{endpoint}");
     }
     let ok = stack.submit_shell("echo fine").await;
     stack.wait_state(&ok, JobState::Succeeded).await;
-    let listed = stack.api_raw(subjects::api::JOBS_LIST, b"{}").await.unwrap();
+    let listed = stack
+        .api_raw(subjects::api::JOBS_LIST, b"{}")
+        .await
+        .unwrap();
     assert!(listed["jobs"].is_array());
 }

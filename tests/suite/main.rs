@@ -2,10 +2,10 @@
 //! its own nats-server and runs the real services against it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod kit_smoke;
 mod approval;
 mod execution;
 mod intake;
+mod kit_smoke;
 mod pipeline;
 mod restarts;
 mod routing;

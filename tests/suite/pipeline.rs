@@ -8,7 +8,9 @@ use skynet_tests::Stack;
 async fn a_job_published_with_plain_nats_runs_and_reports() {
     let mut stack = Stack::start().await;
     let _w = stack.add_worker(stack.worker_config("laptop-1")).await;
-    let job = stack.submit_shell("echo hello from skynet; echo oops >&2").await;
+    let job = stack
+        .submit_shell("echo hello from skynet; echo oops >&2")
+        .await;
     let done = stack.wait_terminal(&job).await;
     assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
     // `queued` may appear if the dispatcher had not yet seen the new worker's heartbeat.
@@ -30,7 +32,9 @@ async fn a_job_published_with_plain_nats_runs_and_reports() {
             JobState::Succeeded
         ]
     );
-    let EventKind::Succeeded(f) = &done.kind else { unreachable!() };
+    let EventKind::Succeeded(f) = &done.kind else {
+        unreachable!()
+    };
     assert_eq!(f.steps.len(), 1);
     assert_eq!(f.steps[0].exit_code, Some(0));
     let out = stack.output(&job).await;

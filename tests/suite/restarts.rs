@@ -55,7 +55,11 @@ async fn the_ledger_killed_mid_flow_loses_nothing_and_duplicates_nothing() {
             .collect();
         let terminal = history.iter().filter(|s| **s == "succeeded").count();
         assert_eq!(terminal, 1, "{job}: {history:?}");
-        assert_eq!(history.iter().filter(|s| **s == "running").count(), 1, "{job}: {history:?}");
+        assert_eq!(
+            history.iter().filter(|s| **s == "running").count(),
+            1,
+            "{job}: {history:?}"
+        );
     }
     let listed = stack
         .api_raw(subjects::api::JOBS_LIST, br#"{"limit": 1000}"#)
@@ -74,7 +78,11 @@ async fn the_ledger_killed_mid_flow_loses_nothing_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn services_and_workers_carry_on_after_nats_restarts() {
-    let mut stack = Stack::start_with(Options { policy: Some(PERMISSIVE_POLICY.into()), ..Default::default() }).await;
+    let mut stack = Stack::start_with(Options {
+        policy: Some(PERMISSIVE_POLICY.into()),
+        ..Default::default()
+    })
+    .await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;
     let before = stack.submit_shell("echo before").await;
     stack.wait_state(&before, JobState::Succeeded).await;
@@ -82,16 +90,25 @@ async fn services_and_workers_carry_on_after_nats_restarts() {
     stack.nats.restart();
     // The test's own client reconnects too; retry the publish until it is stored.
     let after = JobId::generate();
-    let body = serde_json::json!({"id": after, "steps": [{"action": "shell", "cmd": "echo after"}]}).to_string();
+    let body =
+        serde_json::json!({"id": after, "steps": [{"action": "shell", "cmd": "echo after"}]})
+            .to_string();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let stored = async {
-            stack.js.publish(subjects::SUBMIT, body.clone().into()).await?.await?;
+            stack
+                .js
+                .publish(subjects::SUBMIT, body.clone().into())
+                .await?
+                .await?;
             anyhow::Ok(())
         };
         match tokio::time::timeout(Duration::from_secs(2), stored).await {
             Ok(Ok(())) => break,
-            _ => assert!(tokio::time::Instant::now() < deadline, "could not publish after restart"),
+            _ => assert!(
+                tokio::time::Instant::now() < deadline,
+                "could not publish after restart"
+            ),
         }
     }
     stack.wait_state(&after, JobState::Succeeded).await;

@@ -6,7 +6,11 @@ use skynet_tests::{Options, PERMISSIVE_POLICY, Stack};
 
 #[tokio::test]
 async fn labels_route_jobs_and_unmatched_jobs_wait_for_a_worker() {
-    let mut stack = Stack::start_with(Options { policy: Some(PERMISSIVE_POLICY.into()), ..Default::default() }).await;
+    let mut stack = Stack::start_with(Options {
+        policy: Some(PERMISSIVE_POLICY.into()),
+        ..Default::default()
+    })
+    .await;
     let mut linux = stack.worker_config("box-linux");
     linux.labels = vec!["linux".into()];
     let mut gpu = stack.worker_config("box-gpu");
@@ -15,44 +19,64 @@ async fn labels_route_jobs_and_unmatched_jobs_wait_for_a_worker() {
     let _b = stack.add_worker(gpu).await;
 
     let job = stack
-        .submit(serde_json::json!({"labels": ["gpu"], "steps": [{"action": "shell", "cmd": "true"}]}))
+        .submit(
+            serde_json::json!({"labels": ["gpu"], "steps": [{"action": "shell", "cmd": "true"}]}),
+        )
         .await;
     let running = stack.wait_state(&job, JobState::Running).await;
-    let EventKind::Running { worker, .. } = &running.kind else { unreachable!() };
+    let EventKind::Running { worker, .. } = &running.kind else {
+        unreachable!()
+    };
     assert_eq!(worker.as_str(), "box-gpu");
 
     let named = stack
         .submit(serde_json::json!({"worker": "box-linux", "steps": [{"action": "shell", "cmd": "true"}]}))
         .await;
     let running = stack.wait_state(&named, JobState::Running).await;
-    let EventKind::Running { worker, .. } = &running.kind else { unreachable!() };
+    let EventKind::Running { worker, .. } = &running.kind else {
+        unreachable!()
+    };
     assert_eq!(worker.as_str(), "box-linux");
 
     let mac = stack
         .submit(serde_json::json!({"labels": ["mac"], "steps": [{"action": "shell", "cmd": "echo on the mac"}]}))
         .await;
     let queued = stack.wait_state(&mac, JobState::Queued).await;
-    let EventKind::Queued { reason, .. } = &queued.kind else { unreachable!() };
-    assert!(reason.as_deref().unwrap_or("").contains("mac"), "{reason:?}");
+    let EventKind::Queued { reason, .. } = &queued.kind else {
+        unreachable!()
+    };
+    assert!(
+        reason.as_deref().unwrap_or("").contains("mac"),
+        "{reason:?}"
+    );
 
     let mut m = stack.worker_config("box-mac");
     m.labels = vec!["mac".into()];
     let _c = stack.add_worker(m).await;
     let running = stack.wait_state(&mac, JobState::Running).await;
-    let EventKind::Running { worker, .. } = &running.kind else { unreachable!() };
+    let EventKind::Running { worker, .. } = &running.kind else {
+        unreachable!()
+    };
     assert_eq!(worker.as_str(), "box-mac");
     stack.wait_state(&mac, JobState::Succeeded).await;
 }
 
 #[tokio::test]
 async fn a_worker_runs_no_more_than_max_jobs_at_once() {
-    let mut stack = Stack::start_with(Options { policy: Some(PERMISSIVE_POLICY.into()), ..Default::default() }).await;
+    let mut stack = Stack::start_with(Options {
+        policy: Some(PERMISSIVE_POLICY.into()),
+        ..Default::default()
+    })
+    .await;
     let mut cfg = stack.worker_config("solo");
     cfg.max_jobs = 1;
     let w = stack.add_worker(cfg).await;
     let gate = w.home().join("gate");
     let first = stack
-        .submit_shell(&format!("echo first; while [ ! -e {} ]; do sleep 0.05; done", gate.display()))
+        .submit_shell(&format!(
+            "echo first; while [ ! -e {} ]; do sleep 0.05; done",
+            gate.display()
+        ))
         .await;
     stack.wait_output(&first, "first").await;
     let second = stack.submit_shell("echo second").await;
@@ -69,5 +93,8 @@ async fn a_worker_runs_no_more_than_max_jobs_at_once() {
         .find(|e| e.state() == JobState::Dispatched)
         .unwrap()
         .at;
-    assert!(dispatched_second >= ended_first, "{dispatched_second} < {ended_first}");
+    assert!(
+        dispatched_second >= ended_first,
+        "{dispatched_second} < {ended_first}"
+    );
 }

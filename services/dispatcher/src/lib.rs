@@ -104,7 +104,13 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         ));
     }
 
-    let caught_up_at = js.get_stream(streams::EVENTS).await?.info().await?.state.last_sequence;
+    let caught_up_at = js
+        .get_stream(streams::EVENTS)
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
     let mut d = Dispatcher {
         cfg,
         client: client.clone(),
@@ -152,6 +158,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
             _ = tick.tick(), if live => d.on_tick().await,
         }
     }
+    // Closing the relay ends its acker once the last relayed output is stored.
+    drop(relay);
     let _ = service.stop().await;
     tasks.drain(Duration::from_secs(5)).await;
     Ok(())
@@ -262,7 +270,9 @@ impl Dispatcher {
     fn load(&self, worker: &WorkerId) -> usize {
         self.jobs
             .values()
-            .filter(|j| j.worker.as_ref() == Some(worker) && j.state.is_some_and(JobState::on_worker))
+            .filter(|j| {
+                j.worker.as_ref() == Some(worker) && j.state.is_some_and(JobState::on_worker)
+            })
             .count()
     }
 
@@ -282,7 +292,9 @@ impl Dispatcher {
     /// Sends an approved or queued job to a worker, or queues it.
     async fn route(&mut self, id: &JobId) -> bool {
         for _ in 0..3 {
-            let Some(job) = self.jobs.get(id) else { return false };
+            let Some(job) = self.jobs.get(id) else {
+                return false;
+            };
             let state = job.state;
             if !matches!(state, Some(JobState::Approved | JobState::Queued)) {
                 return false;
@@ -324,10 +336,15 @@ impl Dispatcher {
         if matching.is_empty() {
             match (&job.want_worker, job.labels.is_empty()) {
                 (Some(w), _) => format!("waiting for worker {w}"),
-                (None, false) => format!("waiting for a worker with labels {}", job.labels.join(",")),
+                (None, false) => {
+                    format!("waiting for a worker with labels {}", job.labels.join(","))
+                }
                 (None, true) => "waiting for a worker".into(),
             }
-        } else if matching.iter().all(|w| !w.is_online(now, self.cfg.missed_heartbeats)) {
+        } else if matching
+            .iter()
+            .all(|w| !w.is_online(now, self.cfg.missed_heartbeats))
+        {
             "every matching worker is offline".into()
         } else {
             "every matching worker is busy".into()
@@ -400,7 +417,14 @@ impl Dispatcher {
             .iter()
             .filter(|(_, j)| j.state == Some(JobState::CancelRequested))
             .filter(|(_, j)| now - j.last_nudge_ms >= 2_000)
-            .map(|(id, j)| (id.clone(), j.worker.clone(), j.attempt, j.cancel_since_ms.unwrap_or(now)))
+            .map(|(id, j)| {
+                (
+                    id.clone(),
+                    j.worker.clone(),
+                    j.attempt,
+                    j.cancel_since_ms.unwrap_or(now),
+                )
+            })
             .collect();
         for (id, worker, attempt, since) in due {
             if now - since >= confirm_ms {
@@ -413,7 +437,11 @@ impl Dispatcher {
                     worker: worker.clone(),
                     attempt: Some(attempt),
                 };
-                if self.write(&id, EventKind::ForceCancelled(finished)).await.unwrap_or(false) {
+                if self
+                    .write(&id, EventKind::ForceCancelled(finished))
+                    .await
+                    .unwrap_or(false)
+                {
                     tracing::warn!(job_id = %id, "force cancelled");
                     self.withdraw(worker.as_ref(), &id, attempt).await;
                 }
@@ -443,7 +471,13 @@ impl Dispatcher {
                 if now < deadline {
                     return None;
                 }
-                Some((id.clone(), j.worker.clone()?, j.attempt, j.timeout_nudged, deadline))
+                Some((
+                    id.clone(),
+                    j.worker.clone()?,
+                    j.attempt,
+                    j.timeout_nudged,
+                    deadline,
+                ))
             })
             .collect();
         for (id, worker, attempt, nudged, deadline) in over {
@@ -460,7 +494,11 @@ impl Dispatcher {
                     worker: Some(worker.clone()),
                     attempt: Some(attempt),
                 };
-                if self.write(&id, EventKind::TimedOut(finished)).await.unwrap_or(false) {
+                if self
+                    .write(&id, EventKind::TimedOut(finished))
+                    .await
+                    .unwrap_or(false)
+                {
                     self.withdraw(Some(&worker), &id, attempt).await;
                 }
             }
@@ -489,15 +527,15 @@ impl Dispatcher {
         .unwrap_or_default();
         let job = job.clone();
         tokio::spawn(async move {
-            let reply = tokio::time::timeout(
-                Duration::from_secs(2),
-                client.request(subject, body.into()),
-            )
-            .await;
+            let reply =
+                tokio::time::timeout(Duration::from_secs(2), client.request(subject, body.into()))
+                    .await;
             match reply {
                 Ok(Ok(msg)) => {
-                    let status = serde_json::from_slice::<skynet_protocol::worker::ControlReply>(&msg.payload)
-                        .map(|r| r.status);
+                    let status = serde_json::from_slice::<skynet_protocol::worker::ControlReply>(
+                        &msg.payload,
+                    )
+                    .map(|r| r.status);
                     tracing::debug!(job_id = %job, ?reason, ?status, "worker answered");
                     let _: Option<ControlStatus> = status.ok();
                 }

@@ -102,7 +102,12 @@ impl Dispatcher {
                     return;
                 }
                 let mut h = HeaderMap::new();
-                for name in [headers::STREAM, headers::STEP, headers::ATTEMPT, headers::SEQ] {
+                for name in [
+                    headers::STREAM,
+                    headers::STEP,
+                    headers::ATTEMPT,
+                    headers::SEQ,
+                ] {
                     if let Some(v) = header(&msg, name) {
                         h.insert(name, v.as_str());
                     }
@@ -165,7 +170,12 @@ impl Dispatcher {
         }
     }
 
-    async fn report(&mut self, worker: &WorkerId, job: &JobId, report: WorkerReport) -> anyhow::Result<()> {
+    async fn report(
+        &mut self,
+        worker: &WorkerId,
+        job: &JobId,
+        report: WorkerReport,
+    ) -> anyhow::Result<()> {
         let attempt = report.attempt();
         for _ in 0..4 {
             if !self.is_current(job, worker, Some(attempt)) {
@@ -208,10 +218,14 @@ impl Dispatcher {
                 ) => {
                     let mut error = error.clone();
                     let outcome = match *outcome {
-                        JobState::Cancelled if state == JobState::CancelRequested => JobState::Cancelled,
+                        JobState::Cancelled if state == JobState::CancelRequested => {
+                            JobState::Cancelled
+                        }
                         JobState::Succeeded | JobState::Failed | JobState::TimedOut => *outcome,
                         other => {
-                            error.get_or_insert_with(|| format!("the worker stopped the job ({other})"));
+                            error.get_or_insert_with(|| {
+                                format!("the worker stopped the job ({other})")
+                            });
                             JobState::Failed
                         }
                     };

@@ -215,9 +215,11 @@ pub fn resolve(conn: &Connection, id_or_prefix: &str) -> Result<JobId, ApiError>
     };
     let id = JobId::parse(id_or_prefix).map_err(|_| bad())?;
     let exact: Option<String> = conn
-        .query_row("SELECT job_id FROM jobs WHERE job_id = ?1", [id.as_str()], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT job_id FROM jobs WHERE job_id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(internal)?;
     if exact.is_some() {
@@ -318,19 +320,20 @@ pub fn list(
             r.get::<_, Option<String>>(2)?,
             r.get::<_, String>(3)?,
             r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
         ))
     };
     let rows: Vec<_> = match state {
         Some(s) => conn
             .prepare(
-                "SELECT job_id, state, goal, updated_at, worker FROM jobs WHERE state = ?1
+                "SELECT job_id, state, goal, updated_at, worker, summary FROM jobs WHERE state = ?1
                  ORDER BY updated_seq DESC LIMIT ?2",
             )
             .and_then(|mut st| st.query_map(params![s.as_str(), limit], map)?.collect())
             .map_err(internal)?,
         None => conn
             .prepare(
-                "SELECT job_id, state, goal, updated_at, worker FROM jobs
+                "SELECT job_id, state, goal, updated_at, worker, summary FROM jobs
                  ORDER BY updated_seq DESC LIMIT ?1",
             )
             .and_then(|mut st| st.query_map(params![limit], map)?.collect())
@@ -338,13 +341,14 @@ pub fn list(
     };
     Ok(rows
         .into_iter()
-        .filter_map(|(id, state, goal, updated_at, worker)| {
+        .filter_map(|(id, state, goal, updated_at, worker, summary)| {
             Some(JobSummary {
                 job_id: JobId::parse(&id).ok()?,
                 state: state.parse().ok()?,
                 goal,
                 updated_at,
                 worker: worker.and_then(|w| WorkerId::parse(&w).ok()),
+                summary,
             })
         })
         .collect())
@@ -398,7 +402,14 @@ mod tests {
             received(4, "job-bbbbbb2"),
         ];
         let done = apply_batch(&mut conn, &batch).unwrap();
-        assert_eq!(done, Applied { applied: 3, refused: 1, skipped: 0 });
+        assert_eq!(
+            done,
+            Applied {
+                applied: 3,
+                refused: 1,
+                skipped: 0
+            }
+        );
         // Replaying the same batch changes nothing.
         let again = apply_batch(&mut conn, &batch).unwrap();
         assert_eq!(again.skipped, 4);
@@ -410,7 +421,10 @@ mod tests {
         assert_eq!(job.result.unwrap().reason.as_deref(), Some("nope"));
 
         // Prefixes: unique works, ambiguous is 409, short is 404, bad is 400.
-        assert_eq!(get(&conn, "job-bbb").unwrap().job_id.as_str(), "job-bbbbbb2");
+        assert_eq!(
+            get(&conn, "job-bbb").unwrap().job_id.as_str(),
+            "job-bbbbbb2"
+        );
         assert_eq!(get(&conn, "job-").unwrap_err().code, 404);
         assert_eq!(get(&conn, "job-aa").unwrap().job_id.as_str(), "job-aaaaaa1");
         apply_batch(&mut conn, &[received(5, "job-aaaaaa9")]).unwrap();
@@ -429,16 +443,67 @@ mod tests {
         let mut conn = open_writer(&dir.join("l.db")).unwrap();
         let w = WorkerId::parse("w").unwrap();
         let steps = vec![
-            skynet_protocol::StepResult { index: 0, exit_code: Some(0), duration_ms: 1, signal: None },
-            skynet_protocol::StepResult { index: 1, exit_code: Some(3), duration_ms: 1, signal: None },
+            skynet_protocol::StepResult {
+                index: 0,
+                exit_code: Some(0),
+                duration_ms: 1,
+                signal: None,
+            },
+            skynet_protocol::StepResult {
+                index: 1,
+                exit_code: Some(3),
+                duration_ms: 1,
+                signal: None,
+            },
         ];
         let batch = vec![
             received(1, "j"),
-            ev(1 + 1, "j", EventKind::Planned { steps: vec![], summary: "s".into(), planner: "p".into(), plan_hash: "h".into(), model: None, usage: None }),
-            ev(3, "j", EventKind::Approved { by: "policy".into(), reasons: vec![] }),
-            ev(4, "j", EventKind::Dispatched { worker: w.clone(), attempt: 1 }),
-            ev(5, "j", EventKind::Running { worker: w.clone(), attempt: 1 }),
-            ev(6, "j", EventKind::Failed(Finished { steps, error: None, worker: Some(w), attempt: Some(1) })),
+            ev(
+                1 + 1,
+                "j",
+                EventKind::Planned {
+                    steps: vec![],
+                    summary: "s".into(),
+                    planner: "p".into(),
+                    plan_hash: "h".into(),
+                    model: None,
+                    usage: None,
+                },
+            ),
+            ev(
+                3,
+                "j",
+                EventKind::Approved {
+                    by: "policy".into(),
+                    reasons: vec![],
+                },
+            ),
+            ev(
+                4,
+                "j",
+                EventKind::Dispatched {
+                    worker: w.clone(),
+                    attempt: 1,
+                },
+            ),
+            ev(
+                5,
+                "j",
+                EventKind::Running {
+                    worker: w.clone(),
+                    attempt: 1,
+                },
+            ),
+            ev(
+                6,
+                "j",
+                EventKind::Failed(Finished {
+                    steps,
+                    error: None,
+                    worker: Some(w),
+                    attempt: Some(1),
+                }),
+            ),
         ];
         apply_batch(&mut conn, &batch).unwrap();
         let job = get(&conn, "j").unwrap();

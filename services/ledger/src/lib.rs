@@ -23,7 +23,7 @@ use async_nats::jetstream;
 use futures::{FutureExt, StreamExt};
 use rusqlite::Connection;
 use skynet_protocol::api::{
-    self as wire, ApiError, Empty, GetRequest, ListRequest, ListReply, LogsRequest, WorkerStatus,
+    self as wire, ApiError, Empty, GetRequest, ListReply, ListRequest, LogsRequest, WorkerStatus,
     WorkerSummary, WorkersReply,
 };
 use skynet_protocol::worker::WorkerInfo;
@@ -46,7 +46,11 @@ pub struct Config {
 const BATCH: usize = 512;
 
 /// Runs the ledger until `shutdown` is cancelled.
-pub async fn run(config: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    client: Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
     let log = EventLog::open(js.clone()).await?;
@@ -83,9 +87,11 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
             Ok(())
         })?;
 
-    tasks
-        .tasks
-        .spawn(watch_registry(js.clone(), workers.clone(), shutdown.clone()));
+    tasks.tasks.spawn(watch_registry(
+        js.clone(),
+        workers.clone(),
+        shutdown.clone(),
+    ));
 
     let service = api::start_service(&client, "ledger").await?;
     {

@@ -53,7 +53,11 @@ struct Intake {
 }
 
 /// Runs the planner until `shutdown` is cancelled.
-pub async fn run(config: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    client: Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
     let log = EventLog::open(js.clone()).await?;
@@ -166,16 +170,14 @@ impl Intake {
             .as_ref()
             .and_then(|h| h.get("Nats-Msg-Id"))
             .map(|v| v.as_str().to_owned());
-        let header_id = msg_id.as_deref().map(|m| JobId::parse(m).unwrap_or_else(|_| JobId::derive(m)));
+        let header_id = msg_id
+            .as_deref()
+            .map(|m| JobId::parse(m).unwrap_or_else(|_| JobId::derive(m)));
         match JobRequest::from_slice(&msg.payload) {
             Ok(mut req) => {
-                let id = req
-                    .id
-                    .clone()
-                    .or(header_id)
-                    .unwrap_or_else(|| {
-                        JobId::derive(&format!("{}:{}", self.stream_created, seq.unwrap_or(0)))
-                    });
+                let id = req.id.clone().or(header_id).unwrap_or_else(|| {
+                    JobId::derive(&format!("{}:{}", self.stream_created, seq.unwrap_or(0)))
+                });
                 req.id = Some(id.clone());
                 self.admit(id, req).await
             }
@@ -192,7 +194,9 @@ impl Intake {
                             },
                         );
                         match self.log.append(&event, Some(0)).await {
-                            Ok(_) | Err(AppendError::Conflict | AppendError::Duplicate(_)) => Ok(()),
+                            Ok(_) | Err(AppendError::Conflict | AppendError::Duplicate(_)) => {
+                                Ok(())
+                            }
                             Err(e) => Err(e.into()),
                         }
                     }
@@ -200,10 +204,7 @@ impl Intake {
                         tracing::info!(%reason, "request without a usable id rejected");
                         let rejection = Rejection::new(reason, &msg.payload, seq);
                         self.js
-                            .publish(
-                                subjects::REJECTED,
-                                serde_json::to_vec(&rejection)?.into(),
-                            )
+                            .publish(subjects::REJECTED, serde_json::to_vec(&rejection)?.into())
                             .await?
                             .await?;
                         Ok(())
@@ -255,7 +256,11 @@ impl Intake {
                 steps: vec![],
             },
         };
-        match self.log.append(&Event::now(id, kind), Some(received_seq)).await {
+        match self
+            .log
+            .append(&Event::now(id, kind), Some(received_seq))
+            .await
+        {
             Ok(_) | Err(AppendError::Conflict | AppendError::Duplicate(_)) => Ok(()),
             Err(e) => Err(e.into()),
         }

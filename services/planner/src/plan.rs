@@ -34,7 +34,11 @@ pub fn summarize(steps: &[Step]) -> String {
             } else {
                 String::new()
             };
-            format!("Run {} steps in order: {}{more}.", many.len(), shown.join("; "))
+            format!(
+                "Run {} steps in order: {}{more}.",
+                many.len(),
+                shown.join("; ")
+            )
         }
     }
 }

@@ -70,7 +70,11 @@ struct Engine {
 }
 
 /// Runs policy until `shutdown` is cancelled.
-pub async fn run(config: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    client: Client,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
     let log = EventLog::open(js.clone()).await?;
@@ -93,7 +97,13 @@ pub async fn run(config: Config, client: Client, shutdown: CancellationToken) ->
         ));
     }
 
-    let caught_up_at = js.get_stream(streams::EVENTS).await?.info().await?.state.last_sequence;
+    let caught_up_at = js
+        .get_stream(streams::EVENTS)
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence;
     let mut engine = Engine {
         config,
         log: log.clone(),
@@ -155,8 +165,8 @@ impl Engine {
                 track.plan_hash = plan_hash;
             }
             EventKind::AwaitingApproval { expires_at, .. } => {
-                track.expires_ms = skynet_protocol::time::parse(&expires_at)
-                    .map(skynet_protocol::time::unix_ms);
+                track.expires_ms =
+                    skynet_protocol::time::parse(&expires_at).map(skynet_protocol::time::unix_ms);
             }
             EventKind::Approved { .. } => track.approved = true,
             _ => {}
@@ -174,7 +184,9 @@ impl Engine {
     }
 
     async fn react(&mut self, job: &JobId) {
-        let Some(track) = self.jobs.get(job) else { return };
+        let Some(track) = self.jobs.get(job) else {
+            return;
+        };
         let result = match track.state {
             Some(JobState::Planned) => self.judge(job).await,
             Some(JobState::Dispatched) => self.send_spec(job).await,
@@ -187,7 +199,9 @@ impl Engine {
 
     /// Writes the decision for a planned job.
     async fn judge(&mut self, job: &JobId) -> anyhow::Result<()> {
-        let Some(track) = self.jobs.get(job) else { return Ok(()) };
+        let Some(track) = self.jobs.get(job) else {
+            return Ok(());
+        };
         let kind = if plan_hash(&track.steps) != track.plan_hash {
             EventKind::Denied {
                 reason: "the plan does not match its hash".into(),
@@ -226,7 +240,9 @@ impl Engine {
     /// Appends an event based on what this engine saw last, and applies it at once so the
     /// engine never acts twice on the same state.
     async fn write(&mut self, job: &JobId, kind: EventKind) -> anyhow::Result<()> {
-        let Some(track) = self.jobs.get(job) else { return Ok(()) };
+        let Some(track) = self.jobs.get(job) else {
+            return Ok(());
+        };
         let event = Event::now(job.clone(), kind);
         match self.log.append(&event, Some(track.seq)).await {
             Ok(seq) => {
@@ -253,7 +269,9 @@ impl Engine {
         else {
             return Ok(());
         };
-        let Some(track) = self.jobs.get_mut(job) else { return Ok(()) };
+        let Some(track) = self.jobs.get_mut(job) else {
+            return Ok(());
+        };
         if track.sent == Some(attempt) {
             return Ok(());
         }
@@ -285,7 +303,8 @@ impl Engine {
             .jobs
             .iter()
             .filter(|(_, t)| {
-                t.state == Some(JobState::AwaitingApproval) && t.expires_ms.is_some_and(|e| e <= now)
+                t.state == Some(JobState::AwaitingApproval)
+                    && t.expires_ms.is_some_and(|e| e <= now)
             })
             .map(|(id, _)| id.clone())
             .collect();

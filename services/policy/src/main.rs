@@ -67,7 +67,11 @@ fn config(args: &Args) -> Result<skynet_policy::Config, ConfigError> {
     if let Some(ttl) = args.approval_ttl {
         policy.approval_ttl = ttl;
     }
-    let signing_key = match args.signing_seed.as_ref().or(args.common.nats.seed.as_ref()) {
+    let signing_key = match args
+        .signing_seed
+        .as_ref()
+        .or(args.common.nats.seed.as_ref())
+    {
         Some(path) => skynet_runtime::args::read_seed(path, "--signing-seed")?.key_pair()?,
         None => skynet_runtime::keys::load_or_create(
             &args.common.data_dir.join("policy-signing.seed"),

@@ -163,22 +163,29 @@ impl Policy {
                     ACTIONS.join(", ")
                 )));
             }
-            if r.command.is_empty() && r.paths.is_empty() && r.actions.is_empty() && r.git_ops.is_empty() {
-                return Err(bad("matches everything: give actions, git_ops, command or paths".into()));
+            if r.command.is_empty()
+                && r.paths.is_empty()
+                && r.actions.is_empty()
+                && r.git_ops.is_empty()
+            {
+                return Err(bad(
+                    "matches everything: give actions, git_ops, command or paths".into(),
+                ));
             }
             let command = if r.command.is_empty() {
                 None
             } else {
-                Some(RegexSet::new(&r.command).map_err(|e| bad(format!("bad command pattern: {e}")))?)
+                Some(
+                    RegexSet::new(&r.command)
+                        .map_err(|e| bad(format!("bad command pattern: {e}")))?,
+                )
             };
             let paths = if r.paths.is_empty() {
                 None
             } else {
                 let mut b = GlobSetBuilder::new();
                 for p in &r.paths {
-                    b.add(
-                        Glob::new(p).map_err(|e| bad(format!("bad path glob {p:?}: {e}")))?,
-                    );
+                    b.add(Glob::new(p).map_err(|e| bad(format!("bad path glob {p:?}: {e}")))?);
                 }
                 Some(b.build().map_err(|e| bad(e.to_string()))?)
             };
@@ -294,7 +301,9 @@ impl Policy {
                     Ok(p) => {
                         for seg in p.segments.iter().filter(|s| !s.inner.is_empty()) {
                             let matched: Vec<&Rule> = command_rules()
-                                .filter(|r| r.command.as_ref().is_some_and(|c| c.is_match(&seg.inner)))
+                                .filter(|r| {
+                                    r.command.as_ref().is_some_and(|c| c.is_match(&seg.inner))
+                                })
                                 .collect();
                             if matched.is_empty() && step_rules.is_empty() {
                                 out.push(finding(
@@ -450,7 +459,10 @@ mod tests {
         ] {
             assert_eq!(verdict(&[shell(cmd)]), Verdict::Deny, "{cmd}");
         }
-        let read_key = Step::FileRead { path: "~/.ssh/id_rsa".into(), artifacts: vec![] };
+        let read_key = Step::FileRead {
+            path: "~/.ssh/id_rsa".into(),
+            artifacts: vec![],
+        };
         assert_eq!(verdict(&[read_key]), Verdict::Deny);
         let write_etc = Step::FileWrite {
             path: "/etc/hosts".into(),
@@ -502,18 +514,46 @@ mod tests {
             assert_eq!(verdict(&[shell(cmd)]), Verdict::Approve, "{cmd}");
         }
         let steps = [
-            Step::Python { code: "print(1)".into(), cwd: None, timeout_s: None, artifacts: vec![] },
-            Step::FileWrite { path: "~/notes.txt".into(), content: "x".into(), append: true, artifacts: vec![] },
-            Step::Git { op: GitOp::Commit, repo: "~/src/app".into(), url: None, branch: None, message: Some("m".into()), artifacts: vec![] },
+            Step::Python {
+                code: "print(1)".into(),
+                cwd: None,
+                timeout_s: None,
+                artifacts: vec![],
+            },
+            Step::FileWrite {
+                path: "~/notes.txt".into(),
+                content: "x".into(),
+                append: true,
+                artifacts: vec![],
+            },
+            Step::Git {
+                op: GitOp::Commit,
+                repo: "~/src/app".into(),
+                url: None,
+                branch: None,
+                message: Some("m".into()),
+                artifacts: vec![],
+            },
         ];
         for s in steps {
             assert_eq!(verdict(std::slice::from_ref(&s)), Verdict::Approve, "{s:?}");
         }
-        let push = Step::Git { op: GitOp::Push, repo: "~/src/app".into(), url: None, branch: None, message: None, artifacts: vec![] };
+        let push = Step::Git {
+            op: GitOp::Push,
+            repo: "~/src/app".into(),
+            url: None,
+            branch: None,
+            message: None,
+            artifacts: vec![],
+        };
         let j = Policy::builtin().unwrap().judge(&[push]);
         assert_eq!(j.verdict, Verdict::Approve);
         assert_eq!(j.risk, Risk::High);
-        assert!(j.reasons[0].contains("publishes commits"), "{:?}", j.reasons);
+        assert!(
+            j.reasons[0].contains("publishes commits"),
+            "{:?}",
+            j.reasons
+        );
     }
 
     #[test]
@@ -536,14 +576,28 @@ mod tests {
             let j = Policy::builtin().unwrap().judge(&[shell(cmd)]);
             assert_eq!(j.verdict, Verdict::Allow, "{cmd}: {:?}", j.reasons);
         }
-        let read = Step::FileRead { path: "~/notes.txt".into(), artifacts: vec![] };
-        let status = Step::Git { op: GitOp::Status, repo: "~/src/app".into(), url: None, branch: None, message: None, artifacts: vec![] };
+        let read = Step::FileRead {
+            path: "~/notes.txt".into(),
+            artifacts: vec![],
+        };
+        let status = Step::Git {
+            op: GitOp::Status,
+            repo: "~/src/app".into(),
+            url: None,
+            branch: None,
+            message: None,
+            artifacts: vec![],
+        };
         assert_eq!(verdict(&[read, status]), Verdict::Allow);
     }
 
     #[test]
     fn the_plan_takes_the_strictest_step() {
-        let j = Policy::builtin().unwrap().judge(&[shell("ls"), shell("cargo build"), shell("rm -rf ~")]);
+        let j = Policy::builtin().unwrap().judge(&[
+            shell("ls"),
+            shell("cargo build"),
+            shell("rm -rf ~"),
+        ]);
         assert_eq!(j.verdict, Verdict::Deny);
         assert_eq!(j.reasons.len(), 1);
         assert!(j.reasons[0].starts_with("step 3"), "{:?}", j.reasons);
@@ -555,7 +609,10 @@ mod tests {
         assert!(e.to_string().contains("rule \"x\""), "{e}");
         let e = Policy::from_toml("[defaults]\nverdict = \"maybe\"\n").unwrap_err();
         assert!(e.to_string().contains("maybe"), "{e}");
-        let e = Policy::from_toml("[defaults]\nverdict = \"allow\"\n[[rule]]\nname = \"all\"\nverdict = \"deny\"\n").unwrap_err();
+        let e = Policy::from_toml(
+            "[defaults]\nverdict = \"allow\"\n[[rule]]\nname = \"all\"\nverdict = \"deny\"\n",
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("matches everything"), "{e}");
         let e = Policy::from_toml("[defaults]\nverdict = \"allow\"\nextra = 1\n").unwrap_err();
         assert!(e.to_string().contains("extra"), "{e}");

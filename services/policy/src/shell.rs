@@ -67,7 +67,10 @@ fn parse_into(cmd: &str, depth: usize, out: &mut Parsed) -> Result<(), String> {
             }
             Tok::RedirOut => match iter.next() {
                 Some(Tok::Word(target)) => {
-                    if target != "/dev/null" && !target.starts_with('&') && !target.chars().all(|c| c.is_ascii_digit() || c == '-') {
+                    if target != "/dev/null"
+                        && !target.starts_with('&')
+                        && !target.chars().all(|c| c.is_ascii_digit() || c == '-')
+                    {
                         out.writes.push(target);
                     }
                 }
@@ -109,6 +112,14 @@ fn push_segment(words: Vec<String>, depth: usize, out: &mut Parsed) -> Result<()
         return Ok(());
     }
     let raw = words.join(" ");
+    // Loop and case headers run nothing themselves (their `$(...)` parts are judged apart).
+    if matches!(words[0].as_str(), "for" | "case" | "select" | "in") {
+        out.segments.push(Segment {
+            raw,
+            inner: String::new(),
+        });
+        return Ok(());
+    }
     let mut rest: &[String] = &words;
     loop {
         while let Some(first) = rest.first() {
@@ -123,7 +134,10 @@ fn push_segment(words: Vec<String>, depth: usize, out: &mut Parsed) -> Result<()
         let before = rest;
         match prog {
             "sudo" | "doas" => {
-                rest = skip_flags(&rest[1..], &["-u", "-g", "-U", "-C", "-D", "-h", "-p", "-r", "-t", "-T"]);
+                rest = skip_flags(
+                    &rest[1..],
+                    &["-u", "-g", "-U", "-C", "-D", "-h", "-p", "-r", "-t", "-T"],
+                );
             }
             "env" => {
                 let mut r = &rest[1..];
@@ -133,7 +147,10 @@ fn push_segment(words: Vec<String>, depth: usize, out: &mut Parsed) -> Result<()
                             // `env -S "cmd args"` runs the string as a command line.
                             let line = r[1..].join(" ");
                             return parse_into(&line, depth + 1, out).map(|_| {
-                                out.segments.push(Segment { raw: raw.clone(), inner: String::new() });
+                                out.segments.push(Segment {
+                                    raw: raw.clone(),
+                                    inner: String::new(),
+                                });
                             });
                         }
                         Some("-u" | "-C" | "--unset" | "--chdir") => r = r.get(2..).unwrap_or(&[]),
@@ -156,12 +173,29 @@ fn push_segment(words: Vec<String>, depth: usize, out: &mut Parsed) -> Result<()
             "xargs" => {
                 rest = skip_flags(
                     &rest[1..],
-                    &["-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--arg-file", "--delimiter", "--max-args", "--max-procs", "--replace"],
+                    &[
+                        "-a",
+                        "-d",
+                        "-E",
+                        "-I",
+                        "-L",
+                        "-n",
+                        "-P",
+                        "-s",
+                        "--arg-file",
+                        "--delimiter",
+                        "--max-args",
+                        "--max-procs",
+                        "--replace",
+                    ],
                 );
             }
             "eval" => {
                 let line = rest[1..].join(" ");
-                out.segments.push(Segment { raw, inner: String::new() });
+                out.segments.push(Segment {
+                    raw,
+                    inner: String::new(),
+                });
                 return parse_into(&line, depth + 1, out);
             }
             "sh" | "bash" | "zsh" | "dash" | "ksh" | "ash" | "mksh" | "fish" | "busybox" => {
@@ -178,7 +212,10 @@ fn push_segment(words: Vec<String>, depth: usize, out: &mut Parsed) -> Result<()
                 }
                 match script {
                     Some(script) => {
-                        out.segments.push(Segment { raw, inner: String::new() });
+                        out.segments.push(Segment {
+                            raw,
+                            inner: String::new(),
+                        });
                         return parse_into(&script, depth + 1, out);
                     }
                     None => break,
@@ -214,7 +251,11 @@ fn skip_flags<'a>(mut r: &'a [String], with_arg: &[&str]) -> &'a [String] {
             break;
         }
         let takes = with_arg.contains(&w.as_str());
-        r = if takes { r.get(2..).unwrap_or(&[]) } else { &r[1..] };
+        r = if takes {
+            r.get(2..).unwrap_or(&[])
+        } else {
+            &r[1..]
+        };
     }
     r
 }
@@ -349,10 +390,10 @@ fn tokenize(s: &str) -> Result<(Vec<Tok>, Vec<String>), String> {
             }
             '\\' => {
                 in_word = true;
-                if let Some(&n) = chars.get(i + 1) {
-                    if n != '\n' {
-                        word.push(n);
-                    }
+                if let Some(&n) = chars.get(i + 1)
+                    && n != '\n'
+                {
+                    word.push(n);
                 }
                 i += 2;
             }
@@ -457,35 +498,59 @@ mod tests {
     #[test]
     fn wrappers_are_judged_by_what_they_wrap() {
         assert_eq!(inners("sh -c 'rm -rf /'"), ["rm -rf /"]);
-        assert_eq!(inners("bash -lc \"cd ~ && rm -rf ~\""), ["cd ~", "rm -rf ~"]);
+        assert_eq!(
+            inners("bash -lc \"cd ~ && rm -rf ~\""),
+            ["cd ~", "rm -rf ~"]
+        );
         assert_eq!(inners("env -i FOO=1 /bin/rm -rf /"), ["rm -rf /"]);
         assert_eq!(inners("sudo -u root rm -rf /"), ["rm -rf /"]);
-        assert_eq!(inners("nice -n 5 timeout -s KILL 10 nohup mkfs.ext4 /dev/sda"), ["mkfs.ext4 /dev/sda"]);
+        assert_eq!(
+            inners("nice -n 5 timeout -s KILL 10 nohup mkfs.ext4 /dev/sda"),
+            ["mkfs.ext4 /dev/sda"]
+        );
         assert_eq!(inners("X=1 Y=2 make test"), ["make test"]);
         assert_eq!(inners("eval 'rm -rf ~'"), ["rm -rf ~"]);
-        assert_eq!(inners("sudo sh -c \"bash -c 'dd if=/dev/zero of=/dev/sda'\""), ["dd if=/dev/zero of=/dev/sda"]);
-        assert_eq!(inners("find . -name x | xargs -n 1 rm -f"), ["find . -name x", "rm -f"]);
+        assert_eq!(
+            inners("sudo sh -c \"bash -c 'dd if=/dev/zero of=/dev/sda'\""),
+            ["dd if=/dev/zero of=/dev/sda"]
+        );
+        assert_eq!(
+            inners("find . -name x | xargs -n 1 rm -f"),
+            ["find . -name x", "rm -f"]
+        );
         assert_eq!(inners("env -S 'rm -rf /'"), ["rm -rf /"]);
     }
 
     #[test]
     fn substitutions_are_commands_too() {
-        assert_eq!(inners("echo $(cat ~/.ssh/id_rsa)"), ["cat ~/.ssh/id_rsa", "echo $(cat ~/.ssh/id_rsa)"]);
+        assert_eq!(
+            inners("echo $(cat ~/.ssh/id_rsa)"),
+            ["cat ~/.ssh/id_rsa", "echo $(cat ~/.ssh/id_rsa)"]
+        );
         assert_eq!(inners("echo \"`whoami`\""), ["whoami", "echo `whoami`"]);
     }
 
     #[test]
     fn redirections_to_files_are_writes() {
-        let p = parse("echo hi > ~/.bashrc 2>&1; ls >/dev/null; cat a >> log.txt; x &> out").unwrap();
+        let p =
+            parse("echo hi > ~/.bashrc 2>&1; ls >/dev/null; cat a >> log.txt; x &> out").unwrap();
         assert_eq!(p.writes, ["~/.bashrc", "log.txt", "out"]);
-        assert_eq!(parse("cmd 2>/dev/null >&2").unwrap().writes, Vec::<String>::new());
+        assert_eq!(
+            parse("cmd 2>/dev/null >&2").unwrap().writes,
+            Vec::<String>::new()
+        );
         assert_eq!(inners("sort < in.txt"), ["sort"]);
     }
 
     #[test]
     fn argv_is_one_segment_and_unwrapped() {
         let p = parse_argv(&["bash".into(), "-c".into(), "rm -rf ~".into()]).unwrap();
-        let inner: Vec<_> = p.segments.iter().map(|s| s.inner.as_str()).filter(|s| !s.is_empty()).collect();
+        let inner: Vec<_> = p
+            .segments
+            .iter()
+            .map(|s| s.inner.as_str())
+            .filter(|s| !s.is_empty())
+            .collect();
         assert_eq!(inner, ["rm -rf ~"]);
     }
 
@@ -494,6 +559,15 @@ mod tests {
         assert_eq!(inners("env"), ["env"]);
         assert_eq!(inners("sudo -l"), ["sudo -l"]);
         assert_eq!(inners("A=1"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn loop_headers_run_nothing_but_their_bodies_count() {
+        assert_eq!(
+            inners("for i in 1 2 3; do echo $i; rm -rf x; done"),
+            ["echo $i", "rm -rf x"]
+        );
+        assert_eq!(inners("for f in $(ls); do cat $f; done"), ["ls", "cat $f"]);
     }
 
     #[test]

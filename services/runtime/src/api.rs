@@ -50,7 +50,10 @@ pub async fn respond<T: Serialize>(request: &Request, result: Result<T, ApiError
         Ok(body) => (Bytes::from(body), HeaderMap::new()),
         Err(err) => {
             let mut headers = HeaderMap::new();
-            headers.insert(SERVICE_ERROR, err.message.replace(['\r', '\n'], " ").as_str());
+            headers.insert(
+                SERVICE_ERROR,
+                err.message.replace(['\r', '\n'], " ").as_str(),
+            );
             headers.insert(SERVICE_ERROR_CODE, err.code.to_string().as_str());
             let body = serde_json::to_vec(&ErrorBody { error: err }).unwrap_or_default();
             (Bytes::from(body), headers)

@@ -8,15 +8,20 @@ use clap::{Args, Parser};
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
     /// NATS server URL, or a comma-separated list of them (a cluster). `tls://` URLs use TLS.
-    #[arg(long = "nats-url", env = "SKYNET_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long = "nats-url",
+        env = "SKYNET_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
     pub url: String,
 
     /// nkey seed file of this identity (must be mode 0600).
-    #[arg(long = "nats-seed", env = "SKYNET_NATS_SEED_FILE")]
+    #[arg(long = "nats-seed", env = "SKYNET_NATS_SEED_FILE", global = true)]
     pub seed: Option<PathBuf>,
 
     /// CA certificate (PEM) to trust for `tls://` connections.
-    #[arg(long = "nats-ca", env = "SKYNET_NATS_CA_FILE")]
+    #[arg(long = "nats-ca", env = "SKYNET_NATS_CA_FILE", global = true)]
     pub ca: Option<PathBuf>,
 }
 
@@ -37,7 +42,11 @@ pub struct CommonArgs {
     pub nats: NatsArgs,
 
     /// Where this service keeps its state (ledger database, archive, worker records).
-    #[arg(long = "data-dir", env = "SKYNET_DATA_DIR", default_value = "./skynet-data")]
+    #[arg(
+        long = "data-dir",
+        env = "SKYNET_DATA_DIR",
+        default_value = "./skynet-data"
+    )]
     pub data_dir: PathBuf,
 
     /// Log as JSON lines instead of text (the filter comes from RUST_LOG).
@@ -127,12 +136,14 @@ pub fn read_seed(path: &Path, flag: &str) -> Result<Seed, ConfigError> {
         .lines()
         .map(str::trim)
         .find(|l| l.starts_with('S') && l.len() > 20)
-        .ok_or_else(|| {
-            ConfigError::new(flag, format!("{} holds no nkey seed", path.display()))
-        })?
+        .ok_or_else(|| ConfigError::new(flag, format!("{} holds no nkey seed", path.display())))?
         .to_owned();
-    nkeys::KeyPair::from_seed(&seed)
-        .map_err(|e| ConfigError::new(flag, format!("{}: not a valid nkey seed: {e}", path.display())))?;
+    nkeys::KeyPair::from_seed(&seed).map_err(|e| {
+        ConfigError::new(
+            flag,
+            format!("{}: not a valid nkey seed: {e}", path.display()),
+        )
+    })?;
     Ok(Seed(seed))
 }
 

@@ -99,6 +99,9 @@ pub async fn connect_once(args: &NatsArgs, name: &str) -> anyhow::Result<Client>
     match tokio::time::timeout(Duration::from_secs(10), opts.connect(servers)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(anyhow::anyhow!("cannot reach NATS at {}: {e}", args.url)),
-        Err(_) => Err(anyhow::anyhow!("cannot reach NATS at {} (timed out)", args.url)),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot reach NATS at {} (timed out)",
+            args.url
+        )),
     }
 }

@@ -35,7 +35,10 @@ pub enum AppendError {
     #[error("event already stored at {0}")]
     Duplicate(u64),
     #[error("illegal transition {from:?} -> {to}")]
-    Illegal { from: Option<JobState>, to: JobState },
+    Illegal {
+        from: Option<JobState>,
+        to: JobState,
+    },
     #[error("event log: {0}")]
     Nats(String),
 }
@@ -115,13 +118,15 @@ impl EventLog {
         let messages = crate::logs::read_subject(&self.stream, &subjects::events(job)).await?;
         Ok(messages
             .into_iter()
-            .filter_map(|(seq, msg)| match serde_json::from_slice::<Event>(&msg.payload) {
-                Ok(event) => Some(Stored { seq, event }),
-                Err(e) => {
-                    tracing::warn!(seq, error = %e, "unreadable event skipped");
-                    None
-                }
-            })
+            .filter_map(
+                |(seq, msg)| match serde_json::from_slice::<Event>(&msg.payload) {
+                    Ok(event) => Some(Stored { seq, event }),
+                    Err(e) => {
+                        tracing::warn!(seq, error = %e, "unreadable event skipped");
+                        None
+                    }
+                },
+            )
             .collect())
     }
 
@@ -172,11 +177,7 @@ impl EventLog {
     /// Reads the job's latest event, lets `decide` pick the next one, and appends it; on a
     /// concurrent change it re-reads and asks again. Returns the event written (or `None`
     /// when `decide` declined) together with the latest event it based that on.
-    pub async fn transition<F>(
-        &self,
-        job: &JobId,
-        mut decide: F,
-    ) -> anyhow::Result<Transition>
+    pub async fn transition<F>(&self, job: &JobId, mut decide: F) -> anyhow::Result<Transition>
     where
         F: FnMut(Option<&Stored>) -> Option<skynet_protocol::EventKind>,
     {

@@ -107,7 +107,11 @@ pub async fn follow(
             .info()
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .stream_sequence;
-        Ok(LogMsg::from_message(seq, m.headers.as_ref(), m.payload.clone()))
+        Ok(LogMsg::from_message(
+            seq,
+            m.headers.as_ref(),
+            m.payload.clone(),
+        ))
     }))
 }
 
@@ -145,7 +149,9 @@ pub fn page(
         let text = String::from_utf8_lossy(slice);
         output.push_str(&text);
         match chunks.last_mut() {
-            Some(last) if last.step == m.step && last.stream == m.stream => last.data.push_str(&text),
+            Some(last) if last.step == m.step && last.stream == m.stream => {
+                last.data.push_str(&text)
+            }
             _ => chunks.push(LogChunk {
                 step: m.step,
                 stream: m.stream.clone(),
@@ -184,7 +190,11 @@ mod tests {
     #[test]
     fn pages_cover_the_output_exactly_once() {
         let job = JobId::parse("j").unwrap();
-        let msgs = vec![msg("stdout", 0, "hello "), msg("stdout", 0, "world\n"), msg("stderr", 1, "oops\n")];
+        let msgs = vec![
+            msg("stdout", 0, "hello "),
+            msg("stdout", 0, "world\n"),
+            msg("stderr", 1, "oops\n"),
+        ];
         let all = page(&job, "live", &msgs, 0, 1 << 20);
         assert_eq!(all.output, "hello world\noops\n");
         assert!(all.complete);

@@ -18,7 +18,10 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     crate::telemetry::init(common.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: cannot start the async runtime: {e}");

@@ -147,7 +147,8 @@ mod tests {
         .unwrap();
         assert_eq!(r.logs_max_age, Duration::from_secs(2 * 86400));
         assert_eq!(r.logs_max_bytes, 1000);
-        let e = retention_from(|k| (k == "SKYNET_EVENTS_MAX_AGE").then(|| "1d".into())).unwrap_err();
+        let e =
+            retention_from(|k| (k == "SKYNET_EVENTS_MAX_AGE").then(|| "1d".into())).unwrap_err();
         assert_eq!(e.flag, "SKYNET_EVENTS_MAX_AGE");
         let e = retention_from(|k| (k == "SKYNET_REPLICAS").then(|| "x".into())).unwrap_err();
         assert_eq!(e.flag, "SKYNET_REPLICAS");

@@ -5,7 +5,8 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored),
 /// so tests and `skynet up` can run several services in one process.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
         registry

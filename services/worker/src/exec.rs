@@ -74,11 +74,18 @@ enum End {
     /// Refused before anything ran (path outside roots, forbidden command).
     Refused(String),
     Stopped(StopReason),
-    TimedOut { job: bool },
+    TimedOut {
+        job: bool,
+    },
 }
 
 /// Runs every step in order, stopping at the first failure.
-pub async fn run_job(spec: &ExecutionSpec, ctx: &Ctx, rep: &Reporter, stop: &StopSignal) -> Outcome {
+pub async fn run_job(
+    spec: &ExecutionSpec,
+    ctx: &Ctx,
+    rep: &Reporter,
+    stop: &StopSignal,
+) -> Outcome {
     let job_deadline = Instant::now() + Duration::from_secs(spec.timeout_s);
     let mut steps = Vec::new();
     for (i, step) in spec.steps.iter().enumerate() {
@@ -99,27 +106,43 @@ pub async fn run_job(spec: &ExecutionSpec, ctx: &Ctx, rep: &Reporter, stop: &Sto
         let failure = match end {
             End::Exited(0) => {
                 result.exit_code = Some(0);
-                rep.system(Some(i), &format!("exit 0 ({duration_ms} ms)")).await;
+                rep.system(Some(i), &format!("exit 0 ({duration_ms} ms)"))
+                    .await;
                 None
             }
             End::Exited(code) => {
                 result.exit_code = Some(code);
-                rep.system(Some(i), &format!("exit {code} ({duration_ms} ms)")).await;
-                Some((JobState::Failed, format!("step {} exited with code {code}", i + 1)))
+                rep.system(Some(i), &format!("exit {code} ({duration_ms} ms)"))
+                    .await;
+                Some((
+                    JobState::Failed,
+                    format!("step {} exited with code {code}", i + 1),
+                ))
             }
             End::Signaled(sig) => {
                 result.signal = Some(sig);
-                Some((JobState::Failed, format!("step {} was killed by signal {sig}", i + 1)))
+                Some((
+                    JobState::Failed,
+                    format!("step {} was killed by signal {sig}", i + 1),
+                ))
             }
             End::Refused(why) => {
                 rep.system(Some(i), &format!("refused: {why}")).await;
-                Some((JobState::Failed, format!("step {} refused by the worker: {why}", i + 1)))
+                Some((
+                    JobState::Failed,
+                    format!("step {} refused by the worker: {why}", i + 1),
+                ))
             }
             End::Stopped(reason) => {
                 let (state, why) = match reason {
                     StopReason::Cancel => (JobState::Cancelled, "cancelled"),
-                    StopReason::Timeout => (JobState::TimedOut, "stopped: past the job's time limit"),
-                    StopReason::Fenced => (JobState::Cancelled, "stopped: this attempt is no longer current"),
+                    StopReason::Timeout => {
+                        (JobState::TimedOut, "stopped: past the job's time limit")
+                    }
+                    StopReason::Fenced => (
+                        JobState::Cancelled,
+                        "stopped: this attempt is no longer current",
+                    ),
                 };
                 rep.system(Some(i), why).await;
                 Some((state, format!("step {}: {why}", i + 1)))
@@ -169,62 +192,116 @@ async fn run_step(
             None => Ok(ctx.roots.first().to_path_buf()),
         }
     };
-    let (program, args, dir, extra_env): (String, Vec<String>, PathBuf, BTreeMap<String, String>) = match step {
-        Step::Shell { cmd, argv, cwd: d, env, .. } => {
-            let text = match (cmd, argv) {
-                (Some(c), _) => c.clone(),
-                (None, Some(a)) => a.join(" "),
-                _ => return End::Refused("no command".into()),
-            };
-            if let Some(why) = ctx.guard.check(&text) {
-                return End::Refused(format!("forbidden command ({why})"));
+    let (program, args, dir, extra_env): (String, Vec<String>, PathBuf, BTreeMap<String, String>) =
+        match step {
+            Step::Shell {
+                cmd,
+                argv,
+                cwd: d,
+                env,
+                ..
+            } => {
+                let text = match (cmd, argv) {
+                    (Some(c), _) => c.clone(),
+                    (None, Some(a)) => a.join(" "),
+                    _ => return End::Refused("no command".into()),
+                };
+                if let Some(why) = ctx.guard.check(&text) {
+                    return End::Refused(format!("forbidden command ({why})"));
+                }
+                let dir = match cwd(d) {
+                    Ok(d) => d,
+                    Err(e) => return End::Refused(e),
+                };
+                match (cmd, argv) {
+                    (Some(c), _) => (
+                        "/bin/sh".into(),
+                        vec!["-c".into(), c.clone()],
+                        dir,
+                        env.clone(),
+                    ),
+                    (None, Some(a)) => (a[0].clone(), a[1..].to_vec(), dir, env.clone()),
+                    _ => return End::Refused("no command".into()),
+                }
             }
-            let dir = match cwd(d) {
-                Ok(d) => d,
-                Err(e) => return End::Refused(e),
-            };
-            match (cmd, argv) {
-                (Some(c), _) => ("/bin/sh".into(), vec!["-c".into(), c.clone()], dir, env.clone()),
-                (None, Some(a)) => (a[0].clone(), a[1..].to_vec(), dir, env.clone()),
-                _ => return End::Refused("no command".into()),
+            Step::Python { code, cwd: d, .. } => {
+                if let Some(why) = ctx.guard.check(code) {
+                    return End::Refused(format!("forbidden code ({why})"));
+                }
+                let dir = match cwd(d) {
+                    Ok(d) => d,
+                    Err(e) => return End::Refused(e),
+                };
+                (
+                    "python3".into(),
+                    vec!["-c".into(), code.clone()],
+                    dir,
+                    BTreeMap::new(),
+                )
             }
-        }
-        Step::Python { code, cwd: d, .. } => {
-            if let Some(why) = ctx.guard.check(code) {
-                return End::Refused(format!("forbidden code ({why})"));
+            Step::Git {
+                op,
+                repo,
+                url,
+                branch,
+                message,
+                ..
+            } => {
+                let repo_path = match ctx.roots.confine(repo, *op != GitOp::Clone) {
+                    Ok(p) => p,
+                    Err(e) => return End::Refused(e.to_string()),
+                };
+                let r = repo_path.to_string_lossy().into_owned();
+                let args: Vec<String> = match op {
+                    GitOp::Clone => vec![
+                        "clone".into(),
+                        "--".into(),
+                        url.clone().unwrap_or_default(),
+                        r,
+                    ],
+                    GitOp::Status => vec!["-C".into(), r, "status".into()],
+                    GitOp::Diff => vec!["-C".into(), r, "diff".into()],
+                    GitOp::Log => vec![
+                        "-C".into(),
+                        r,
+                        "log".into(),
+                        "-n".into(),
+                        "50".into(),
+                        "--no-color".into(),
+                    ],
+                    GitOp::Pull => vec!["-C".into(), r, "pull".into()],
+                    GitOp::Checkout => vec![
+                        "-C".into(),
+                        r,
+                        "checkout".into(),
+                        branch.clone().unwrap_or_default(),
+                    ],
+                    GitOp::Commit => vec![
+                        "-C".into(),
+                        r,
+                        "commit".into(),
+                        "-m".into(),
+                        message.clone().unwrap_or_default(),
+                    ],
+                    GitOp::Push => vec!["-C".into(), r, "push".into()],
+                };
+                let mut env = BTreeMap::new();
+                env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+                ("git".into(), args, ctx.roots.first().to_path_buf(), env)
             }
-            let dir = match cwd(d) {
-                Ok(d) => d,
-                Err(e) => return End::Refused(e),
-            };
-            ("python3".into(), vec!["-c".into(), code.clone()], dir, BTreeMap::new())
-        }
-        Step::Git { op, repo, url, branch, message, .. } => {
-            let repo_path = match ctx.roots.confine(repo, *op != GitOp::Clone) {
-                Ok(p) => p,
-                Err(e) => return End::Refused(e.to_string()),
-            };
-            let r = repo_path.to_string_lossy().into_owned();
-            let args: Vec<String> = match op {
-                GitOp::Clone => vec!["clone".into(), "--".into(), url.clone().unwrap_or_default(), r],
-                GitOp::Status => vec!["-C".into(), r, "status".into()],
-                GitOp::Diff => vec!["-C".into(), r, "diff".into()],
-                GitOp::Log => vec!["-C".into(), r, "log".into(), "-n".into(), "50".into(), "--no-color".into()],
-                GitOp::Pull => vec!["-C".into(), r, "pull".into()],
-                GitOp::Checkout => vec!["-C".into(), r, "checkout".into(), branch.clone().unwrap_or_default()],
-                GitOp::Commit => vec!["-C".into(), r, "commit".into(), "-m".into(), message.clone().unwrap_or_default()],
-                GitOp::Push => vec!["-C".into(), r, "push".into()],
-            };
-            let mut env = BTreeMap::new();
-            env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
-            ("git".into(), args, ctx.roots.first().to_path_buf(), env)
-        }
-        Step::FileRead { path, .. } => return read_file(index, path, ctx, rep).await,
-        Step::FileWrite { path, content, append, .. } => {
-            return write_file(path, content, *append, ctx, rep, index).await;
-        }
-        Step::Skill { .. } => return End::Refused("skills must be expanded by the planner".into()),
-    };
+            Step::FileRead { path, .. } => return read_file(index, path, ctx, rep).await,
+            Step::FileWrite {
+                path,
+                content,
+                append,
+                ..
+            } => {
+                return write_file(path, content, *append, ctx, rep, index).await;
+            }
+            Step::Skill { .. } => {
+                return End::Refused("skills must be expanded by the planner".into());
+            }
+        };
     let mut cmd = Command::new(&program);
     cmd.args(&args)
         .current_dir(&dir)
@@ -254,7 +331,12 @@ async fn spawn_and_wait(
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            rep.log("stderr", Some(index), format!("cannot start: {e}\n").as_bytes()).await;
+            rep.log(
+                "stderr",
+                Some(index),
+                format!("cannot start: {e}\n").as_bytes(),
+            )
+            .await;
             return End::Exited(127);
         }
     };
@@ -299,7 +381,10 @@ async fn spawn_and_wait(
     };
     // Output still in the pipes is sent before the step's end is reported.
     let mut batcher = batcher;
-    if tokio::time::timeout(Duration::from_secs(2), &mut batcher).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), &mut batcher)
+        .await
+        .is_err()
+    {
         // Something left in the group still holds the pipes open.
         let _ = killpg(pgid, Signal::SIGKILL);
         let _ = batcher.await;
@@ -312,7 +397,7 @@ async fn spawn_and_wait(
 async fn kill_group(child: &mut tokio::process::Child, pgid: Pid, grace: Duration) {
     let _ = killpg(pgid, Signal::SIGTERM);
     let exited = tokio::time::timeout(grace, child.wait()).await.is_ok();
-    let group_gone = || matches!(killpg(pgid, None), Err(nix::errno::Errno::ESRCH));
+    let group_gone = || !group_alive(pgid);
     if !exited || !group_gone() {
         // Give the rest of the group the same grace, then kill everything left.
         let until = Instant::now() + if exited { grace } else { Duration::ZERO };
@@ -328,7 +413,36 @@ async fn kill_group(child: &mut tokio::process::Child, pgid: Pid, grace: Duratio
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::warn!(pgid = pgid.as_raw(), "process group still present after SIGKILL");
+    tracing::warn!(
+        pgid = pgid.as_raw(),
+        "process group still present after SIGKILL"
+    );
+}
+
+/// Whether any live process is in group `pgid`. Zombies do not count: they have exited,
+/// and whether their parent has reaped them yet is not the job's business.
+fn group_alive(pgid: Pid) -> bool {
+    if matches!(killpg(pgid, None), Err(nix::errno::Errno::ESRCH)) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        // No /proc to look closer: the signal probe is the answer.
+        return true;
+    };
+    entries.flatten().any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // pid (comm) state ppid pgrp ...; comm may contain spaces, so split after ')'.
+        let mut fields = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .unwrap_or("")
+            .split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+        pgrp == Some(pgid.as_raw()) && state != "Z" && state != "X"
+    })
 }
 
 async fn pump<R: tokio::io::AsyncRead + Unpin>(
@@ -435,7 +549,8 @@ async fn read_file(index: usize, path: &str, ctx: &Ctx, rep: &Reporter) -> End {
     let file = match tokio::fs::File::open(&p).await {
         Ok(f) => f,
         Err(e) => {
-            rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes()).await;
+            rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes())
+                .await;
             return End::Exited(1);
         }
     };
@@ -448,7 +563,11 @@ async fn read_file(index: usize, path: &str, ctx: &Ctx, rep: &Reporter) -> End {
             Ok(0) => break,
             Ok(n) => {
                 total += n as u64;
-                let take = if total > READ_LIMIT { n - (total - READ_LIMIT) as usize } else { n };
+                let take = if total > READ_LIMIT {
+                    n - (total - READ_LIMIT) as usize
+                } else {
+                    n
+                };
                 carry.extend_from_slice(&buf[..take]);
                 let cut = utf8_boundary(&carry);
                 let rest = carry.split_off(cut);
@@ -456,12 +575,14 @@ async fn read_file(index: usize, path: &str, ctx: &Ctx, rep: &Reporter) -> End {
                 carry = rest;
                 if total > READ_LIMIT {
                     rep.log("stdout", Some(index), &carry).await;
-                    rep.system(Some(index), &format!("(truncated at {READ_LIMIT} bytes)")).await;
+                    rep.system(Some(index), &format!("(truncated at {READ_LIMIT} bytes)"))
+                        .await;
                     return End::Exited(0);
                 }
             }
             Err(e) => {
-                rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes()).await;
+                rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes())
+                    .await;
                 return End::Exited(1);
             }
         }
@@ -470,7 +591,14 @@ async fn read_file(index: usize, path: &str, ctx: &Ctx, rep: &Reporter) -> End {
     End::Exited(0)
 }
 
-async fn write_file(path: &str, content: &str, append: bool, ctx: &Ctx, rep: &Reporter, index: usize) -> End {
+async fn write_file(
+    path: &str,
+    content: &str,
+    append: bool,
+    ctx: &Ctx,
+    rep: &Reporter,
+    index: usize,
+) -> End {
     let p = match ctx.roots.confine(path, false) {
         Ok(p) => p,
         Err(e) => return End::Refused(e.to_string()),
@@ -496,11 +624,16 @@ async fn write_file(path: &str, content: &str, append: bool, ctx: &Ctx, rep: &Re
     })();
     match result {
         Ok(()) => {
-            rep.system(Some(index), &format!("wrote {} bytes to {}", content.len(), p.display())).await;
+            rep.system(
+                Some(index),
+                &format!("wrote {} bytes to {}", content.len(), p.display()),
+            )
+            .await;
             End::Exited(0)
         }
         Err(e) => {
-            rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes()).await;
+            rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes())
+                .await;
             End::Exited(1)
         }
     }

@@ -9,8 +9,14 @@ const FORBIDDEN: &[(&str, &str)] = &[
         "recursive delete of / or the home directory",
     ),
     (r"--no-preserve-root", "recursive delete of /"),
-    (r"(^|[;&|(\s])(\S*/)?(mkfs(\.\w+)?|mke2fs|wipefs)\s", "formats a disk"),
-    (r"\bdd\s.*\bof=/dev/(sd|nvme|hd|vd|xvd|mmcblk|disk)", "writes to a block device"),
+    (
+        r"(^|[;&|(\s])(\S*/)?(mkfs(\.\w+)?|mke2fs|wipefs)\s",
+        "formats a disk",
+    ),
+    (
+        r"\bdd\s.*\bof=/dev/(sd|nvme|hd|vd|xvd|mmcblk|disk)",
+        "writes to a block device",
+    ),
     (r":\(\)\s*\{\s*:\s*\|\s*:\s*&\s*\}", "a fork bomb"),
     (
         r"\b(curl|wget)\b[^|;&]*\|\s*(sudo\s+)?((ba|z|da|k)?sh|python3?|perl|ruby|node)\b",
@@ -27,7 +33,10 @@ pub struct Guard {
 impl Guard {
     /// The built-in list plus `extra` patterns (each a regex; a bad one is a config error).
     pub fn new(extra: &[String]) -> Result<Self, regex::Error> {
-        let patterns = FORBIDDEN.iter().map(|(p, _)| p.to_string()).chain(extra.iter().cloned());
+        let patterns = FORBIDDEN
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .chain(extra.iter().cloned());
         Ok(Self {
             set: RegexSet::new(patterns)?,
         })
@@ -67,7 +76,13 @@ mod tests {
         ] {
             assert!(g.check(bad).is_some(), "{bad}");
         }
-        for ok in ["rm -rf build", "rm -rf ./target ~/src/app/target", "ls /", "cargo test", "echo ~"] {
+        for ok in [
+            "rm -rf build",
+            "rm -rf ./target ~/src/app/target",
+            "ls /",
+            "cargo test",
+            "echo ~",
+        ] {
             assert_eq!(g.check(ok), None, "{ok}");
         }
         let g = Guard::new(&["shutdown".into()]).unwrap();

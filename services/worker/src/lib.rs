@@ -39,8 +39,19 @@ use crate::records::{Records, Seen};
 
 /// Environment variables a step inherits from the worker unless configured otherwise.
 pub const DEFAULT_ENV_ALLOW: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES",
-    "TERM", "TMPDIR", "TZ", "SHELL",
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "TERM",
+    "TMPDIR",
+    "TZ",
+    "SHELL",
 ];
 
 /// Settings of a worker.
@@ -109,7 +120,9 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     }
     for k in &cfg.trusted_keys {
         if nkeys::KeyPair::from_public_key(k).is_err() {
-            return Err(ConfigError::new("--trust-key", format!("{k:?} is not a public nkey")).into());
+            return Err(
+                ConfigError::new("--trust-key", format!("{k:?} is not a public nkey")).into(),
+            );
         }
     }
     if cfg.max_jobs == 0 {
@@ -117,8 +130,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     }
     let roots = paths::Roots::new(&cfg.roots, cfg.home.clone())
         .map_err(|e| ConfigError::new("--root", e))?;
-    let guard = guard::Guard::new(&cfg.forbid)
-        .map_err(|e| ConfigError::new("--forbid", e.to_string()))?;
+    let guard =
+        guard::Guard::new(&cfg.forbid).map_err(|e| ConfigError::new("--forbid", e.to_string()))?;
     std::fs::create_dir_all(&cfg.data_dir)?;
     let records = Records::open(&cfg.data_dir.join(format!("worker-{}.db", cfg.id)))?;
     let mut env: BTreeMap<String, String> = cfg
@@ -134,7 +147,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     let Some(stream) = stream else { return Ok(()) };
 
     let outbox_stop = CancellationToken::new();
-    let (outbox, outbox_task) = Outbox::start(js.clone(), outbox_stop.clone(), Duration::from_secs(5));
+    let (outbox, outbox_task) =
+        Outbox::start(js.clone(), outbox_stop.clone(), Duration::from_secs(5));
     let worker = Arc::new(Worker {
         redact: Arc::new(redact::Redactor::new(cfg.redact.clone())),
         ctx: exec::Ctx {
@@ -322,7 +336,9 @@ impl Worker {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the attempt; leaving the spec for later");
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await;
                 return;
             }
         };
@@ -343,7 +359,10 @@ impl Worker {
                 return;
             }
             Seen::Prevented => {
-                rep.report(WorkerReport::Started { attempt: spec.attempt }).await;
+                rep.report(WorkerReport::Started {
+                    attempt: spec.attempt,
+                })
+                .await;
                 rep.report(WorkerReport::Finished {
                     attempt: spec.attempt,
                     outcome: JobState::Cancelled,
@@ -365,7 +384,10 @@ impl Worker {
             },
         );
         tracing::info!(job_id = %spec.job_id, attempt = spec.attempt, steps = spec.steps.len(), "running");
-        rep.report(WorkerReport::Started { attempt: spec.attempt }).await;
+        rep.report(WorkerReport::Started {
+            attempt: spec.attempt,
+        })
+        .await;
         let outcome = exec::run_job(&spec, &self.ctx, &rep, &stop).await;
         tracing::info!(job_id = %spec.job_id, outcome = %outcome.state, "finished");
         rep.report(WorkerReport::Finished {
@@ -375,7 +397,9 @@ impl Worker {
             error: outcome.error,
         })
         .await;
-        let _ = self.records.finish(&spec.job_id, spec.attempt, outcome.state.as_str());
+        let _ = self
+            .records
+            .finish(&spec.job_id, spec.attempt, outcome.state.as_str());
         lock(&self.running).remove(&spec.job_id);
     }
 
@@ -414,7 +438,9 @@ impl Worker {
             r.stop.stop(req.reason);
             return ControlStatus::Stopping;
         }
-        if self.records.seen(&req.job_id, req.attempt).unwrap_or(false) || req.reason == StopReason::Fenced {
+        if self.records.seen(&req.job_id, req.attempt).unwrap_or(false)
+            || req.reason == StopReason::Fenced
+        {
             return ControlStatus::Finished;
         }
         if let Err(e) = self.records.prevent(&req.job_id) {

@@ -107,7 +107,10 @@ fn config(args: &Args) -> Result<skynet_worker::Config, ConfigError> {
                 .map(str::to_owned),
         );
     }
-    let mut env_allow: Vec<String> = skynet_worker::DEFAULT_ENV_ALLOW.iter().map(|s| s.to_string()).collect();
+    let mut env_allow: Vec<String> = skynet_worker::DEFAULT_ENV_ALLOW
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     env_allow.extend(args.env_allow.iter().cloned());
     let redact = args
         .redact_env
@@ -116,7 +119,12 @@ fn config(args: &Args) -> Result<skynet_worker::Config, ConfigError> {
         .collect();
     Ok(skynet_worker::Config {
         id,
-        labels: args.labels.iter().filter(|l| !l.is_empty()).cloned().collect(),
+        labels: args
+            .labels
+            .iter()
+            .filter(|l| !l.is_empty())
+            .cloned()
+            .collect(),
         roots,
         home,
         max_jobs: args.max_jobs,

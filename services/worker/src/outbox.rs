@@ -152,7 +152,8 @@ impl Reporter {
     }
 
     pub async fn system(&self, step: Option<usize>, line: &str) {
-        self.log("system", step, format!("{line}\n").as_bytes()).await;
+        self.log("system", step, format!("{line}\n").as_bytes())
+            .await;
     }
 
     pub async fn report(&self, report: WorkerReport) {

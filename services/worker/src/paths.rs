@@ -66,7 +66,11 @@ impl Roots {
             return Err(invalid("empty path"));
         }
         let p = expand_home(Path::new(raw), &self.home);
-        let p = if p.is_absolute() { p } else { self.first().join(p) };
+        let p = if p.is_absolute() {
+            p
+        } else {
+            self.first().join(p)
+        };
         // Walk up to the longest prefix that exists.
         let mut existing = p.as_path();
         let mut rest: Vec<&std::ffi::OsStr> = Vec::new();
@@ -74,9 +78,13 @@ impl Roots {
             match existing.canonicalize() {
                 Ok(c) => break c,
                 Err(_) => {
-                    let name = existing.file_name().ok_or_else(|| invalid("no such directory"))?;
+                    let name = existing
+                        .file_name()
+                        .ok_or_else(|| invalid("no such directory"))?;
                     rest.push(name);
-                    existing = existing.parent().ok_or_else(|| invalid("no such directory"))?;
+                    existing = existing
+                        .parent()
+                        .ok_or_else(|| invalid("no such directory"))?;
                 }
             }
         };
@@ -87,7 +95,11 @@ impl Roots {
         for name in rest.iter().rev() {
             match Path::new(name).components().next() {
                 Some(Component::Normal(_)) => full.push(name),
-                _ => return Err(invalid("may not contain '.' or '..' after a missing directory")),
+                _ => {
+                    return Err(invalid(
+                        "may not contain '.' or '..' after a missing directory",
+                    ));
+                }
             }
         }
         if self.roots.iter().any(|r| full.starts_with(r)) {
@@ -140,7 +152,15 @@ mod tests {
     #[test]
     fn dot_dot_and_symlinks_cannot_escape() {
         let (_d, roots) = setup();
-        for bad in ["~/src/../outside", "../outside", "escape", "escape/x", "/etc/passwd", "~", "/"] {
+        for bad in [
+            "~/src/../outside",
+            "../outside",
+            "escape",
+            "escape/x",
+            "/etc/passwd",
+            "~",
+            "/",
+        ] {
             assert!(roots.confine(bad, false).is_err(), "{bad}");
         }
         assert!(matches!(

@@ -59,8 +59,15 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_and_short_ones_ignored() {
-        let r = Redactor::new(["hunter22".to_string(), "abc".to_string(), "hunter2".to_string()]);
-        assert_eq!(&r.apply(b"pw=hunter22 and hunter2, abc")[..], b"pw=[REDACTED] and [REDACTED], abc");
+        let r = Redactor::new([
+            "hunter22".to_string(),
+            "abc".to_string(),
+            "hunter2".to_string(),
+        ]);
+        assert_eq!(
+            &r.apply(b"pw=hunter22 and hunter2, abc")[..],
+            b"pw=[REDACTED] and [REDACTED], abc"
+        );
         assert_eq!(r.longest(), 8);
         assert!(Redactor::new(Vec::<String>::new()).is_empty());
     }

@@ -5,6 +5,7 @@
 //! the CLI and the tests agree on one definition of each message. `README.md` next to this
 //! crate documents the same contract for people.
 
+pub mod alert;
 pub mod api;
 pub mod event;
 pub mod ids;

@@ -35,6 +35,7 @@ pub struct Options {
     pub policy: Option<String>,
     pub approval_ttl: Option<Duration>,
     pub dispatcher: skynet_dispatcher::Config,
+    pub planner: skynet_planner::Config,
     /// The control-plane services run in-process.
     pub services: Vec<&'static str>,
 }
@@ -49,6 +50,7 @@ impl Default for Options {
                 timeout_grace: Duration::from_secs(2),
                 ..Default::default()
             },
+            planner: skynet_planner::Config::default(),
             services: vec!["ledger", "planner", "policy", "dispatcher"],
         }
     }
@@ -172,7 +174,7 @@ impl Stack {
                 };
                 tokio::spawn(skynet_ledger::run(config, client, t))
             }
-            "planner" => tokio::spawn(skynet_planner::run(Default::default(), client, t)),
+            "planner" => tokio::spawn(skynet_planner::run(self.options.planner.clone(), client, t)),
             "policy" => {
                 let mut policy = match &self.options.policy {
                     Some(text) => skynet_policy::Policy::from_toml(text).expect("test policy"),

@@ -7,5 +7,7 @@ mod execution;
 mod intake;
 mod kit_smoke;
 mod pipeline;
+mod planner;
 mod restarts;
 mod routing;
+mod telegram;

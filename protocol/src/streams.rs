@@ -27,6 +27,10 @@ pub const ARTIFACTS_BUCKET: &str = "skynet-artifacts";
 /// Archived logs and event histories of finished jobs, under `<job_id>/...`.
 pub const ARCHIVE_BUCKET: &str = "skynet-archive";
 
+/// The sentinel's open conditions (`worker_offline.<id>`, `job_stalled.<job>`, ...): one key
+/// per condition while it lasts, so copies of the sentinel raise and clear each alert once.
+pub const SENTINEL_BUCKET: &str = "skynet-sentinel";
+
 /// The durable consumer the planner reads intake with.
 pub const PLANNER_CONSUMER: &str = "planner";
 /// The durable consumer the dispatcher relays worker reports with.
@@ -169,6 +173,17 @@ pub fn workers_kv(r: &Retention) -> kv::Config {
     }
 }
 
+pub fn sentinel_kv(r: &Retention) -> kv::Config {
+    kv::Config {
+        bucket: SENTINEL_BUCKET.into(),
+        description: "SKYNET sentinel conditions".into(),
+        history: 1,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
 pub fn artifacts_store(r: &Retention) -> object_store::Config {
     object_store::Config {
         bucket: ARTIFACTS_BUCKET.into(),
@@ -204,6 +219,9 @@ pub fn planner_consumer() -> pull::Config {
     }
 }
 
+/// The archiver's durable consumer on the event stream.
+pub const ARCHIVER_CONSUMER: &str = "archiver";
+
 /// The dispatcher's durable consumer on worker reports.
 pub fn relay_consumer() -> pull::Config {
     pull::Config {
@@ -220,6 +238,31 @@ pub fn relay_consumer() -> pull::Config {
 /// The name of `worker`'s work consumer.
 pub fn work_consumer_name(worker: &WorkerId) -> String {
     format!("worker-{worker}")
+}
+
+/// The archiver's durable consumer: every event, so it sees each job end, and resumes where
+/// it left off after a restart (a job that ended meanwhile is archived on return).
+pub fn archiver_consumer() -> pull::Config {
+    pull::Config {
+        durable_name: Some(ARCHIVER_CONSUMER.into()),
+        description: Some("skynet-archiver".into()),
+        filter_subject: subjects::EVENTS_ALL.into(),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(300),
+        max_ack_pending: 1024,
+        ..Default::default()
+    }
+}
+
+/// The name of a job's archive in the `skynet-archive` object store.
+pub fn archive_object(job: &crate::JobId) -> String {
+    format!("jobs/{job}.json.gz")
+}
+
+/// The prefix of a job's artifacts in the `skynet-artifacts` object store.
+pub fn artifact_prefix(job: &crate::JobId) -> String {
+    format!("{job}/")
 }
 
 /// One worker's consumer on `SKYNET_WORK`, filtered to its own subject.

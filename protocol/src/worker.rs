@@ -28,6 +28,10 @@ pub struct WorkerInfo {
     pub last_seen: String,
     /// Unique per process start: a change means the worker restarted.
     pub session: String,
+    /// Per running job, how many messages it has produced so far: when the count stops
+    /// moving, the job makes no progress.
+    #[serde(default)]
+    pub progress: std::collections::BTreeMap<JobId, u64>,
 }
 
 impl WorkerInfo {
@@ -136,6 +140,7 @@ mod tests {
             started_at: crate::time::from_unix_ms(0),
             last_seen: crate::time::from_unix_ms(last_seen_ms),
             session: "s".into(),
+            progress: Default::default(),
         }
     }
 

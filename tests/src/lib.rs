@@ -5,6 +5,7 @@
 pub mod http;
 pub mod nats;
 pub mod process;
+pub mod proxy;
 pub mod stack;
 
 pub use nats::NatsServer;

@@ -1,7 +1,39 @@
-//! Services as separate processes, for tests that kill them with SIGKILL.
+//! Services as separate processes, for tests that kill them with SIGKILL or freeze them
+//! with SIGSTOP (a laptop going to sleep).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use skynet_protocol::WorkerId;
+
+/// The settings a `skynet-testsvc worker` process runs with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub id: WorkerId,
+    pub labels: Vec<String>,
+    pub roots: Vec<PathBuf>,
+    pub home: PathBuf,
+    pub max_jobs: u32,
+    pub heartbeat_ms: u64,
+    pub trusted_keys: Vec<String>,
+}
+
+impl WorkerSpec {
+    pub fn from_config(c: &skynet_worker::Config) -> Self {
+        Self {
+            id: c.id.clone(),
+            labels: c.labels.clone(),
+            roots: c.roots.clone(),
+            home: c.home.clone(),
+            max_jobs: c.max_jobs,
+            heartbeat_ms: c.heartbeat.as_millis() as u64,
+            trusted_keys: c.trusted_keys.clone(),
+        }
+    }
+}
 
 /// A service process, killed on drop.
 pub struct ServiceProcess {
@@ -12,18 +44,42 @@ impl ServiceProcess {
     /// Starts `service` with the `skynet-testsvc` binary at `bin` (integration tests get
     /// it as `env!("CARGO_BIN_EXE_skynet-testsvc")`) against `nats_url` with `data_dir`.
     pub fn start(bin: &str, service: &str, nats_url: &str, data_dir: &Path) -> Self {
-        let child = Command::new(bin)
-            .args([service, nats_url])
+        Self::start_with_env(bin, service, nats_url, data_dir, &[])
+    }
+
+    pub fn start_with_env(
+        bin: &str,
+        service: &str,
+        nats_url: &str,
+        data_dir: &Path,
+        env: &[(&str, String)],
+    ) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.args([service, nats_url])
             .arg(data_dir)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting skynet-testsvc");
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("starting skynet-testsvc");
         Self { child }
+    }
+
+    /// A worker in its own process.
+    pub fn worker(bin: &str, nats_url: &str, config: &skynet_worker::Config) -> Self {
+        let spec = serde_json::to_string(&WorkerSpec::from_config(config)).expect("worker spec");
+        Self::start_with_env(
+            bin,
+            "worker",
+            nats_url,
+            &config.data_dir,
+            &[("SKYNET_TESTSVC_WORKER", spec)],
+        )
     }
 
     /// SIGKILL: no chance to flush or clean up.
@@ -32,13 +88,24 @@ impl ServiceProcess {
         let _ = self.child.wait();
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// Freezes the process (and, with `group`, the processes of that group too).
+    pub fn stop(&self) {
+        let _ = kill(self.pid(), Signal::SIGSTOP);
+    }
+
+    /// Wakes it up again.
+    pub fn cont(&self) {
+        let _ = kill(self.pid(), Signal::SIGCONT);
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
     }
 }
 
 impl Drop for ServiceProcess {
     fn drop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGCONT);
         self.kill9();
     }
 }

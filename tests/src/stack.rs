@@ -36,6 +36,7 @@ pub struct Options {
     pub approval_ttl: Option<Duration>,
     pub dispatcher: skynet_dispatcher::Config,
     pub planner: skynet_planner::Config,
+    pub sentinel: skynet_sentinel::Config,
     /// The control-plane services run in-process.
     pub services: Vec<&'static str>,
 }
@@ -51,7 +52,15 @@ impl Default for Options {
                 ..Default::default()
             },
             planner: skynet_planner::Config::default(),
-            services: vec!["ledger", "planner", "policy", "dispatcher"],
+            sentinel: skynet_sentinel::Config::default(),
+            services: vec![
+                "ledger",
+                "planner",
+                "policy",
+                "dispatcher",
+                "sentinel",
+                "archiver",
+            ],
         }
     }
 }
@@ -115,7 +124,10 @@ impl Stack {
         for name in stack.options.services.clone() {
             stack.start_service(name).await;
         }
-        if stack.options.services.len() == 4 {
+        let all_api = ["ledger", "planner", "policy", "dispatcher"]
+            .iter()
+            .all(|s| stack.options.services.contains(s));
+        if all_api {
             stack.wait_api_ready().await;
         }
         stack
@@ -163,7 +175,15 @@ impl Stack {
 
     /// Starts (or restarts) a control-plane service by name.
     pub async fn start_service(&mut self, name: &str) {
-        let client = self.connect(name).await;
+        let url = self.nats.url();
+        self.start_service_at(name, name, &url).await;
+    }
+
+    /// Starts a service under `label` connected to `url` (a proxy, say).
+    pub async fn start_service_at(&mut self, name: &str, label: &str, url: &str) {
+        let client = skynet_runtime::connect(&skynet_runtime::NatsArgs::new(url), label)
+            .await
+            .expect("connecting a service");
         let token = CancellationToken::new();
         let t = token.clone();
         let handle = match name {
@@ -195,9 +215,16 @@ impl Stack {
                 client,
                 t,
             )),
+            "sentinel" => tokio::spawn(skynet_sentinel::run(
+                self.options.sentinel.clone(),
+                client,
+                t,
+            )),
+            "archiver" => tokio::spawn(skynet_archiver::run(Default::default(), client, t)),
             other => panic!("no service {other}"),
         };
-        self.services.insert(name.into(), Service { token, handle });
+        self.services
+            .insert(label.into(), Service { token, handle });
     }
 
     /// Restarts a service and waits for the API to answer again.
@@ -240,6 +267,7 @@ impl Stack {
                 .collect(),
             forbid: vec![],
             redact: vec![],
+            artifact_max_bytes: 64 << 20,
         }
     }
 
@@ -375,6 +403,84 @@ impl Stack {
         msgs.iter()
             .filter(|m| m.stream != "system")
             .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+            .collect()
+    }
+
+    /// Follows `skynet.alerts` from the start until an alert satisfies `pred`.
+    pub async fn wait_alert(
+        &self,
+        mut pred: impl FnMut(&skynet_protocol::alert::Alert) -> bool,
+    ) -> skynet_protocol::alert::Alert {
+        let stream = self
+            .js
+            .get_stream(skynet_protocol::streams::ALERTS)
+            .await
+            .expect("alerts stream");
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .expect("consumer");
+        let mut messages = consumer.messages().await.expect("messages");
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(msg) = messages.next().await {
+                let alert: skynet_protocol::alert::Alert =
+                    serde_json::from_slice(&msg.expect("alert").payload).expect("alert json");
+                seen.push(format!("{} {}", alert.kind, alert.detail));
+                if pred(&alert) {
+                    return Some(alert);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(a)) => a,
+            _ => panic!("no such alert within {WAIT:?}; alerts so far: {seen:?}"),
+        }
+    }
+
+    /// Waits until the archiver has stored `job`'s archive, and returns it.
+    pub async fn wait_archived(&self, job: &JobId) -> skynet_runtime::archive::Archive {
+        let store = skynet_runtime::archive::ArchiveStore::open(&self.js)
+            .await
+            .expect("archive store");
+        let objects = self
+            .js
+            .get_object_store(skynet_protocol::streams::ARCHIVE_BUCKET)
+            .await
+            .expect("archive bucket");
+        let mut watch = objects.watch().await.expect("watching the archive");
+        let name = skynet_protocol::streams::archive_object(job);
+        let found = tokio::time::timeout(WAIT, async {
+            if let Some(a) = store.get(job).await.expect("archive") {
+                return a;
+            }
+            while let Some(info) = watch.next().await {
+                if info.expect("object info").name == name
+                    && let Some(a) = store.get(job).await.expect("archive")
+                {
+                    return a;
+                }
+            }
+            panic!("archive watch ended");
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("job {job} was not archived within {WAIT:?}"))
+    }
+
+    /// Every alert stored so far.
+    pub async fn alerts(&self) -> Vec<skynet_protocol::alert::Alert> {
+        let stream = self
+            .js
+            .get_stream_no_info(skynet_protocol::streams::ALERTS)
+            .await
+            .expect("alerts stream");
+        skynet_runtime::logs::read_subject(&stream, subjects::ALERTS)
+            .await
+            .expect("alerts")
+            .into_iter()
+            .map(|(_, m)| serde_json::from_slice(&m.payload).expect("alert json"))
             .collect()
     }
 

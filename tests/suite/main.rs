@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod approval;
+mod archive;
 mod execution;
 mod intake;
 mod kit_smoke;
@@ -10,4 +11,5 @@ mod pipeline;
 mod planner;
 mod restarts;
 mod routing;
+mod sentinel;
 mod telegram;

@@ -4,6 +4,7 @@
 //! planner is down), watches them (`skynet.events.<job>`, `skynet.logs.<job>`), and talks to
 //! the `skynet` NATS service for everything else. `skynet up` runs the whole stack locally.
 
+mod artifacts;
 mod render;
 mod submit;
 mod up;
@@ -68,6 +69,13 @@ enum Command {
         id: String,
         #[arg(short = 'f', long)]
         follow: bool,
+    },
+    /// Download the files a job kept as artifacts.
+    Artifacts {
+        id: String,
+        /// Where to put them (default: a directory named after the job's short id).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// List workers.
     Workers {
@@ -182,7 +190,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deny(d) => decide(&client, d, false).await,
         Command::Logs { id, follow } => {
             let job_id = resolve(&client, &id).await?;
-            if follow {
+            // A finished job is read whole (from the archive once the live log expired).
+            let ended = get(&client, job_id.as_str())
+                .await
+                .map(|j| j.state.is_terminal())
+                .unwrap_or(false);
+            if follow && !ended {
                 return submit::follow_logs(&client, &job_id).await;
             }
             let mut offset = 0;
@@ -218,6 +231,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", render::workers(&reply.workers));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Artifacts { id, out } => {
+            let job_id = resolve(&client, &id).await?;
+            let dir = out.unwrap_or_else(|| std::path::PathBuf::from(job_id.short()));
+            artifacts::fetch(&client, &job_id, &dir).await
         }
         Command::Up(_) => unreachable!("handled before connecting"),
     }

@@ -279,6 +279,7 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
                 .collect(),
             forbid: vec![],
             redact: vec![],
+            artifact_max_bytes: 64 << 20,
         };
         service!("skynet-worker", move |c, t| skynet_worker::run(
             config, c, t

@@ -82,6 +82,9 @@ struct Dispatcher {
     workers: HashMap<WorkerId, WorkerInfo>,
     /// Jobs that ended recently, to tell a stale report from an unknown job.
     ended: RecentSet,
+    /// Attempts taken back from a worker (the job was re-queued): their spec is withdrawn
+    /// and the worker told to stop them.
+    withdrawals: Vec<(WorkerId, JobId, u32)>,
 }
 
 /// Runs the dispatcher until `shutdown` is cancelled.
@@ -119,6 +122,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         jobs: HashMap::new(),
         workers: HashMap::new(),
         ended: RecentSet::new(10_000),
+        withdrawals: Vec::new(),
     };
     let mut registry = registry::watch(js.clone(), shutdown.clone());
     let events = log.follow(1).await?;
@@ -189,6 +193,10 @@ impl Dispatcher {
             }
             EventKind::Approved { .. } => job.queued_at = seq,
             EventKind::Queued { attempt, .. } => {
+                if let Some(old) = job.worker.take() {
+                    self.withdrawals
+                        .push((old, event.job_id.clone(), job.attempt));
+                }
                 job.attempt = attempt;
                 job.worker = None;
                 job.clock_ms = None;
@@ -220,6 +228,9 @@ impl Dispatcher {
     }
 
     async fn reconcile(&mut self) {
+        // Old re-queues were dealt with when they happened; a worker still running such an
+        // attempt is stopped when its heartbeat lists it.
+        self.withdrawals.clear();
         let mut approved: Vec<(u64, JobId)> = self
             .jobs
             .iter()
@@ -235,8 +246,12 @@ impl Dispatcher {
     }
 
     async fn react(&mut self, job: &JobId, state: JobState) {
+        for (worker, job, attempt) in std::mem::take(&mut self.withdrawals) {
+            tracing::info!(job_id = %job, worker = %worker, attempt, "attempt taken back from its worker");
+            self.withdraw(Some(&worker), &job, attempt).await;
+        }
         match state {
-            JobState::Approved => {
+            JobState::Approved | JobState::Queued => {
                 self.route(job).await;
             }
             JobState::CancelRequested => self.nudge_cancels().await,
@@ -370,7 +385,7 @@ impl Dispatcher {
 
     async fn on_registry(&mut self, update: Update, live: bool) {
         match update {
-            Update::Put(info) => {
+            Update::Put(info, _) => {
                 let info = *info;
                 let id = info.id.clone();
                 let running = info.running.clone();

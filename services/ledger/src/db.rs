@@ -256,6 +256,18 @@ fn parse_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
     s.and_then(|s| serde_json::from_str(&s).ok())
 }
 
+/// A job's current state.
+pub fn state(conn: &Connection, id: &JobId) -> Result<JobState, ApiError> {
+    let s: String = conn
+        .query_row(
+            "SELECT state FROM jobs WHERE job_id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(internal)?;
+    s.parse().map_err(internal)
+}
+
 /// The whole job.
 pub fn get(conn: &Connection, id_or_prefix: &str) -> Result<JobView, ApiError> {
     let id = resolve(conn, id_or_prefix)?;

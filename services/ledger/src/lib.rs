@@ -28,6 +28,7 @@ use skynet_protocol::api::{
 };
 use skynet_protocol::worker::WorkerInfo;
 use skynet_protocol::{WorkerId, streams, subjects};
+use skynet_runtime::archive::ArchiveStore;
 use skynet_runtime::events::{EventLog, Stored};
 use skynet_runtime::registry::Update;
 use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
@@ -130,14 +131,40 @@ pub async fn run(
                 let (r, js) = (r.clone(), js.clone());
                 async move {
                     let wanted = req.job_id.to_string();
-                    let id = query(r, move |c| db::resolve(c, &wanted)).await?;
-                    let msgs = skynet_runtime::logs::read_all(&js, &id)
-                        .await
-                        .map_err(|e| ApiError::internal(format!("reading logs: {e}")))?;
+                    let (id, state) = query(r, move |c| {
+                        let id = db::resolve(c, &wanted)?;
+                        let state = db::state(c, &id)?;
+                        Ok((id, state))
+                    })
+                    .await?;
+                    // A finished job's archive is complete even after the live log expired.
+                    let archived = if state.is_terminal() {
+                        match ArchiveStore::open(&js).await {
+                            Ok(store) => store.get(&id).await.unwrap_or_else(|e| {
+                                tracing::warn!(job_id = %id, error = %e, "unreadable archive");
+                                None
+                            }),
+                            Err(_) => None,
+                        }
+                    } else {
+                        None
+                    };
                     let max = req
                         .max_bytes
                         .unwrap_or(wire::MAX_LOG_REPLY_BYTES)
                         .clamp(1, wire::MAX_LOG_REPLY_BYTES);
+                    if let Some(archive) = archived {
+                        return Ok(skynet_runtime::logs::page(
+                            &id,
+                            "archive",
+                            &archive.logs(),
+                            req.offset.unwrap_or(0),
+                            max,
+                        ));
+                    }
+                    let msgs = skynet_runtime::logs::read_all(&js, &id)
+                        .await
+                        .map_err(|e| ApiError::internal(format!("reading logs: {e}")))?;
                     Ok(skynet_runtime::logs::page(
                         &id,
                         "live",
@@ -274,7 +301,7 @@ async fn watch_registry(js: jetstream::Context, registry: Registry, shutdown: Ca
             Err(p) => p.into_inner(),
         };
         match update {
-            Update::Put(info) => {
+            Update::Put(info, _) => {
                 map.insert(info.id.clone(), *info);
             }
             Update::Removed(id) => {

@@ -3,6 +3,7 @@
 //! and the plumbing of the `skynet` NATS service. It holds no business logic.
 
 pub mod api;
+pub mod archive;
 pub mod args;
 pub mod connect;
 pub mod events;

@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 /// A change in the registry.
 #[derive(Debug, Clone)]
 pub enum Update {
-    Put(Box<WorkerInfo>),
+    /// A heartbeat (or first sight) of a worker, with the entry's revision in the bucket.
+    Put(Box<WorkerInfo>, u64),
     Removed(WorkerId),
 }
 
@@ -37,7 +38,7 @@ pub fn watch(js: jetstream::Context, shutdown: CancellationToken) -> mpsc::Recei
                     let Ok(id) = WorkerId::parse(&entry.key) else { continue };
                     let update = match entry.operation {
                         kv::Operation::Put => match serde_json::from_slice::<WorkerInfo>(&entry.value) {
-                            Ok(info) if info.id == id => Update::Put(Box::new(info)),
+                            Ok(info) if info.id == id => Update::Put(Box::new(info), entry.revision),
                             Ok(_) => {
                                 tracing::warn!(worker = %id, "registry entry names another worker; ignored");
                                 continue;

@@ -59,6 +59,9 @@ pub struct Ctx {
     /// Variables passed through from the worker's environment.
     pub env: BTreeMap<String, String>,
     pub kill_grace: Duration,
+    /// Where artifacts go (`skynet-artifacts`), and the largest accepted.
+    pub artifacts: Option<async_nats::jetstream::object_store::ObjectStore>,
+    pub artifact_max_bytes: u64,
 }
 
 /// How a job ended.
@@ -103,6 +106,7 @@ pub async fn run_job(
             duration_ms,
             signal: None,
         };
+        let ran = matches!(end, End::Exited(_) | End::Signaled(_));
         let failure = match end {
             End::Exited(0) => {
                 result.exit_code = Some(0);
@@ -162,6 +166,18 @@ pub async fn run_job(
             }
         };
         steps.push(result);
+        // Artifacts are kept whether the step passed or failed (test reports matter most
+        // when tests fail); a missing or oversized artifact fails the job.
+        let artifact_error = if ran && !step.artifacts().is_empty() {
+            save_artifacts(i, step, ctx, rep).await.err()
+        } else {
+            None
+        };
+        let failure = match (failure, artifact_error) {
+            (None, Some(e)) => Some((JobState::Failed, e)),
+            (Some((state, error)), Some(e)) => Some((state, format!("{error}; {e}"))),
+            (f, None) => f,
+        };
         if let Some((state, error)) = failure {
             return Outcome {
                 state,
@@ -175,6 +191,47 @@ pub async fn run_job(
         steps,
         error: None,
     }
+}
+
+/// Uploads the step's declared artifacts.
+async fn save_artifacts(
+    index: usize,
+    step: &Step,
+    ctx: &Ctx,
+    rep: &Reporter,
+) -> Result<(), String> {
+    let Some(store) = &ctx.artifacts else {
+        return Err("this worker cannot store artifacts (no artifact store)".into());
+    };
+    let cwd = match step {
+        Step::Shell { cwd: Some(d), .. } | Step::Python { cwd: Some(d), .. } => {
+            ctx.roots.confine(d, true).map_err(|e| e.to_string())?
+        }
+        _ => ctx.roots.first().to_path_buf(),
+    };
+    for pattern in step.artifacts() {
+        let files = crate::artifacts::resolve(pattern, &cwd, &ctx.roots)?;
+        if files.is_empty() {
+            return Err(format!("artifact {pattern}: no file matches"));
+        }
+        for f in files {
+            let size = crate::artifacts::upload(
+                store,
+                &rep.job,
+                rep.attempt,
+                index,
+                &f,
+                ctx.artifact_max_bytes,
+            )
+            .await?;
+            rep.system(
+                Some(index),
+                &format!("artifact saved: {} ({size} bytes)", f.name),
+            )
+            .await;
+        }
+    }
+    Ok(())
 }
 
 async fn run_step(

@@ -8,6 +8,7 @@
 //! (`skynet.out.<id>.<job>.{log,event}`), which the dispatcher relays. It answers stop
 //! requests on `skynet.control.<id>` and heartbeats into the `skynet-workers` registry.
 
+pub mod artifacts;
 pub mod caps;
 pub mod exec;
 pub mod guard;
@@ -76,6 +77,8 @@ pub struct Config {
     pub forbid: Vec<String>,
     /// Strings masked in output before it leaves the machine.
     pub redact: Vec<String>,
+    /// The largest file a step may keep as an artifact.
+    pub artifact_max_bytes: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -95,6 +98,7 @@ impl std::fmt::Debug for Config {
 struct Running {
     attempt: u32,
     stop: Arc<StopSignal>,
+    progress: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Worker {
@@ -146,6 +150,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     let stream = wait_for_streams(&js, &shutdown).await?;
     let Some(stream) = stream else { return Ok(()) };
 
+    let artifacts = js.get_object_store(streams::ARTIFACTS_BUCKET).await.ok();
+    if artifacts.is_none() {
+        tracing::warn!("the artifact store is not reachable; steps with artifacts will fail");
+    }
     let outbox_stop = CancellationToken::new();
     let (outbox, outbox_task) =
         Outbox::start(js.clone(), outbox_stop.clone(), Duration::from_secs(5));
@@ -156,6 +164,8 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
             guard: Arc::new(guard),
             env,
             kill_grace: cfg.kill_grace,
+            artifacts,
+            artifact_max_bytes: cfg.artifact_max_bytes,
         },
         records,
         outbox,
@@ -166,6 +176,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         cfg,
     });
     tracing::info!(worker = %worker.cfg.id, roots = ?worker.ctx.roots.list(), "worker ready");
+    worker.report_abandoned().await;
 
     let tasks = TaskTracker::new();
     tasks.spawn(heartbeat(worker.clone(), js.clone(), shutdown.clone()));
@@ -381,6 +392,7 @@ impl Worker {
             Running {
                 attempt: spec.attempt,
                 stop: stop.clone(),
+                progress: rep.progress(),
             },
         );
         tracing::info!(job_id = %spec.job_id, attempt = spec.attempt, steps = spec.steps.len(), "running");
@@ -403,8 +415,46 @@ impl Worker {
         lock(&self.running).remove(&spec.job_id);
     }
 
+    /// Attempts that were running when this worker last stopped uncleanly never finished:
+    /// say so, so their jobs do not wait for ever.
+    async fn report_abandoned(&self) {
+        let abandoned = match self.records.abandoned() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading abandoned attempts");
+                return;
+            }
+        };
+        for (job, attempt) in abandoned {
+            tracing::warn!(job_id = %job, attempt, "attempt abandoned by a previous run of this worker");
+            self.reporter(&job, attempt)
+                .report(WorkerReport::Finished {
+                    attempt,
+                    outcome: JobState::Failed,
+                    steps: vec![],
+                    error: Some("worker_lost: the worker stopped while running the job".into()),
+                })
+                .await;
+            let _ = self.records.finish(&job, attempt, "abandoned");
+        }
+    }
+
     fn info(&self) -> WorkerInfo {
         let now = skynet_protocol::time::now();
+        let (running, progress) = {
+            let r = lock(&self.running);
+            (
+                r.keys().cloned().collect(),
+                r.iter()
+                    .map(|(job, run)| {
+                        (
+                            job.clone(),
+                            run.progress.load(std::sync::atomic::Ordering::Relaxed),
+                        )
+                    })
+                    .collect(),
+            )
+        };
         WorkerInfo {
             id: self.cfg.id.clone(),
             labels: self.cfg.labels.clone(),
@@ -416,7 +466,7 @@ impl Worker {
                 .map(|p| p.to_string_lossy().into_owned())
                 .collect(),
             max_jobs: self.cfg.max_jobs,
-            running: lock(&self.running).keys().cloned().collect(),
+            running,
             version: skynet_protocol::VERSION.into(),
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),
@@ -426,6 +476,7 @@ impl Worker {
             started_at: self.started_at.clone(),
             last_seen: now,
             session: self.session.clone(),
+            progress,
         }
     }
 

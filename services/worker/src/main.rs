@@ -54,6 +54,10 @@ struct Args {
     #[arg(long = "forbid", env = "SKYNET_FORBID")]
     forbid: Vec<String>,
 
+    /// The largest file a step may keep as an artifact, in bytes.
+    #[arg(long, env = "SKYNET_ARTIFACT_MAX_BYTES", default_value_t = 64 << 20)]
+    artifact_max_bytes: u64,
+
     /// Names of environment variables whose values are masked in output (comma-separated).
     #[arg(long = "redact-env", env = "SKYNET_REDACT_ENV", value_delimiter = ',')]
     redact_env: Vec<String>,
@@ -135,5 +139,6 @@ fn config(args: &Args) -> Result<skynet_worker::Config, ConfigError> {
         env_allow,
         forbid: args.forbid.clone(),
         redact,
+        artifact_max_bytes: args.artifact_max_bytes,
     })
 }

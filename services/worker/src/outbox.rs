@@ -151,6 +151,11 @@ impl Reporter {
         self.push(OutKind::Log, h, data, seq).await;
     }
 
+    /// Messages reported so far: a job whose count stops moving makes no progress.
+    pub fn progress(&self) -> Arc<AtomicU64> {
+        self.seq.clone()
+    }
+
     pub async fn system(&self, step: Option<usize>, line: &str) {
         self.log("system", step, format!("{line}\n").as_bytes())
             .await;

@@ -85,6 +85,21 @@ impl Records {
         })
     }
 
+    /// Attempts that started here and never finished: the worker stopped (crashed, was
+    /// killed) while they ran.
+    pub fn abandoned(&self) -> rusqlite::Result<Vec<(JobId, u32)>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT job_id, attempt FROM attempts WHERE state = 'started' ORDER BY job_id, attempt")?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(j, a)| JobId::parse(&j).ok().map(|j| (j, a)))
+                .collect())
+        })
+    }
+
     /// Whether any attempt of `job` (or this one, when `attempt > 0`) was seen here.
     pub fn seen(&self, job: &JobId, attempt: u32) -> rusqlite::Result<bool> {
         self.with(|c| {
@@ -129,5 +144,11 @@ mod tests {
         r.prevent(&other).unwrap();
         assert_eq!(r.begin(&other, 1).unwrap(), Seen::Prevented);
         assert!(r.seen(&other, 0).unwrap());
+        assert_eq!(
+            r.abandoned().unwrap(),
+            vec![(job.clone(), 1), (job.clone(), 2)]
+        );
+        r.finish(&job, 2, "succeeded").unwrap();
+        assert_eq!(r.abandoned().unwrap(), vec![(job.clone(), 1)]);
     }
 }

@@ -1,7 +1,12 @@
 //! Runs one SKYNET service as its own process, through the same `main_service` path as the
-//! real binaries, so tests can `kill -9` it: `skynet-testsvc ledger <nats-url> <data-dir>`.
+//! real binaries, so tests can `kill -9`, SIGSTOP and SIGCONT it:
+//! `skynet-testsvc <ledger|worker> <nats-url> <data-dir>`. A worker reads its settings as
+//! JSON from `SKYNET_TESTSVC_WORKER` (see `skynet_tests::process::WorkerSpec`).
 
 use std::process::ExitCode;
+use std::time::Duration;
+
+use skynet_tests::process::WorkerSpec;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -22,6 +27,41 @@ fn main() -> ExitCode {
             };
             skynet_runtime::service::main_service("skynet-ledger", &common, |client, token| {
                 skynet_ledger::run(config, client, token)
+            })
+        }
+        "worker" => {
+            let spec: WorkerSpec = match std::env::var("SKYNET_TESTSVC_WORKER")
+                .ok()
+                .and_then(|s| serde_json::from_str(&s).ok())
+            {
+                Some(s) => s,
+                None => {
+                    eprintln!(
+                        "skynet-testsvc: SKYNET_TESTSVC_WORKER must hold the worker's settings"
+                    );
+                    return ExitCode::from(64);
+                }
+            };
+            let config = skynet_worker::Config {
+                id: spec.id,
+                labels: spec.labels,
+                roots: spec.roots,
+                home: spec.home,
+                max_jobs: spec.max_jobs,
+                heartbeat: Duration::from_millis(spec.heartbeat_ms),
+                trusted_keys: spec.trusted_keys,
+                data_dir: common.data_dir.clone(),
+                kill_grace: Duration::from_secs(5),
+                env_allow: skynet_worker::DEFAULT_ENV_ALLOW
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                forbid: vec![],
+                redact: vec![],
+                artifact_max_bytes: 64 << 20,
+            };
+            skynet_runtime::service::main_service("skynet-worker", &common, |client, token| {
+                skynet_worker::run(config, client, token)
             })
         }
         other => {

@@ -10,6 +10,7 @@ pub mod api;
 pub mod event;
 pub mod ids;
 pub mod job;
+pub mod permissions;
 pub mod spec;
 pub mod streams;
 pub mod subjects;

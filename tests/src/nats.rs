@@ -21,6 +21,7 @@ pub fn server_binary() -> PathBuf {
 
 /// A running nats-server. The store directory survives [`NatsServer::restart`].
 pub struct NatsServer {
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
@@ -42,6 +43,7 @@ impl NatsServer {
     fn launch(config: Option<String>, port: u16) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
         let mut server = Self {
+            log: Default::default(),
             child: None,
             port,
             dir,
@@ -66,13 +68,14 @@ impl NatsServer {
             } else {
                 self.port.to_string()
             })
-            .arg("--server_name")
-            .arg("skynet-test");
-        if let Some(config) = &self.config {
-            let path = self.dir.path().join("server.conf");
-            std::fs::write(&path, config).expect("writing server config");
-            cmd.arg("-c").arg(path);
-        }
+            .arg("-c")
+            .arg(self.config_path());
+        // The name lives in the file, so a reload (which compares it) keeps it.
+        let body = format!(
+            "server_name: skynet-test\n{}",
+            self.config.as_deref().unwrap_or("")
+        );
+        std::fs::write(self.config_path(), body).expect("writing server config");
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| {
             panic!(
@@ -83,10 +86,14 @@ impl NatsServer {
         });
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        let keep = self.log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             let mut log = Vec::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut k) = keep.lock() {
+                    k.push(line.clone());
+                }
                 if !sent {
                     log.push(line.clone());
                     if let Some(addr) = line.split("Listening for client connections on ").nth(1) {
@@ -162,6 +169,41 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.kill();
         self.start_again();
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("server.conf")
+    }
+
+    /// Replaces the configuration (the part after the server name) and makes the server
+    /// re-read it.
+    pub fn reconfigure(&mut self, config: &str) {
+        self.config = Some(config.to_owned());
+        std::fs::write(
+            self.config_path(),
+            format!("server_name: skynet-test\n{config}"),
+        )
+        .expect("writing server config");
+        self.reload();
+    }
+
+    /// Makes the server re-read its configuration file.
+    pub fn reload(&self) {
+        let child = self.child.as_ref().expect("server is running");
+        let status = Command::new(server_binary())
+            .arg("--signal")
+            .arg(format!("reload={}", child.id()))
+            .status()
+            .expect("signalling nats-server");
+        assert!(status.success(), "nats-server --signal reload failed");
+        // The reload is applied asynchronously; a new connection with the new identities
+        // is retried by the caller's connect.
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     /// A client connected to this server (for tests that talk NATS directly).

@@ -37,6 +37,11 @@ pub struct Options {
     pub dispatcher: skynet_dispatcher::Config,
     pub planner: skynet_planner::Config,
     pub sentinel: skynet_sentinel::Config,
+    /// Auth on: every service, worker and the test's own client connect with their own
+    /// nkey, and the server enforces each identity's permissions.
+    pub secure: bool,
+    /// Worker identities to create up front when `secure`.
+    pub workers: Vec<&'static str>,
     /// The control-plane services run in-process.
     pub services: Vec<&'static str>,
 }
@@ -53,6 +58,8 @@ impl Default for Options {
             },
             planner: skynet_planner::Config::default(),
             sentinel: skynet_sentinel::Config::default(),
+            secure: false,
+            workers: vec![],
             services: vec![
                 "ledger",
                 "planner",
@@ -95,6 +102,8 @@ pub struct Stack {
     pub dir: tempfile::TempDir,
     pub signer: Arc<nkeys::KeyPair>,
     pub options: Options,
+    /// The credentials, when auth is on.
+    pub creds: Option<skynet_runtime::creds::CredsDir>,
     services: HashMap<String, Service>,
 }
 
@@ -106,19 +115,58 @@ impl Stack {
 
     pub async fn start_with(options: Options) -> Self {
         init_tracing();
-        let nats = NatsServer::start();
-        let client = nats.client().await;
-        let js = async_nats::jetstream::new(client.clone());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (nats, creds, signer) = if options.secure {
+            let mut creds = skynet_runtime::creds::CredsDir::init(
+                &dir.path().join("creds"),
+                skynet_runtime::creds::ServerSettings {
+                    listen: "127.0.0.1:4222".into(),
+                    store_dir: dir.path().join("unused"),
+                },
+            )
+            .expect("creating credentials");
+            for w in &options.workers {
+                creds
+                    .add_worker(&WorkerId::parse(w).expect("worker id"))
+                    .expect("worker identity");
+            }
+            let nats = NatsServer::start_with_config(&creds.authorization());
+            let signer = skynet_runtime::args::read_seed(&creds.seed_path("policy"), "policy")
+                .and_then(|s| s.key_pair())
+                .expect("policy key");
+            (nats, Some(creds), Arc::new(signer))
+        } else {
+            (
+                NatsServer::start(),
+                None,
+                Arc::new(nkeys::KeyPair::new_user()),
+            )
+        };
+        let admin = match &creds {
+            Some(c) => skynet_runtime::connect(
+                &skynet_runtime::NatsArgs {
+                    url: nats.url(),
+                    seed: Some(c.seed_path("admin")),
+                    ca: None,
+                },
+                "test-admin",
+            )
+            .await
+            .expect("admin connection"),
+            None => nats.client().await,
+        };
+        let js = async_nats::jetstream::new(admin.clone());
         ensure_all(&js, &Retention::default(), Existing::Update)
             .await
             .expect("creating streams");
         let mut stack = Self {
             nats,
-            client,
+            client: admin,
             js,
-            dir: tempfile::tempdir().expect("temp dir"),
-            signer: Arc::new(nkeys::KeyPair::new_user()),
+            dir,
+            signer,
             options,
+            creds,
             services: HashMap::new(),
         };
         for name in stack.options.services.clone() {
@@ -167,10 +215,46 @@ impl Stack {
         p
     }
 
-    async fn connect(&self, name: &str) -> Client {
-        skynet_runtime::connect(&skynet_runtime::NatsArgs::new(self.nats.url()), name)
+    /// The connection settings of identity `name` (its seed when auth is on).
+    pub fn nats_args(&self, url: &str, name: &str) -> skynet_runtime::NatsArgs {
+        skynet_runtime::NatsArgs {
+            url: url.to_owned(),
+            seed: self.creds.as_ref().map(|c| c.seed_path(name)),
+            ca: None,
+        }
+    }
+
+    /// A client connected as identity `name` (auth on) that reports the server's errors, such
+    /// as permission violations, on the returned channel.
+    pub async fn raw_client(
+        &self,
+        name: &str,
+    ) -> (Client, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let creds = self.creds.as_ref().expect("auth is off");
+        let seed = skynet_runtime::args::read_seed(&creds.seed_path(name), name).expect("seed");
+        let public = seed.key_pair().expect("key").public_key();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::with_nkey(seed.expose().to_owned())
+            .custom_inbox_prefix(skynet_protocol::permissions::inbox_prefix(&public))
+            .event_callback(move |event| {
+                let tx = tx.clone();
+                async move {
+                    if let async_nats::Event::ServerError(e) = event {
+                        let _ = tx.send(e.to_string());
+                    }
+                }
+            })
+            .connect(self.nats.url())
             .await
-            .expect("connecting a service")
+            .expect("connecting");
+        (client, rx)
+    }
+
+    /// A client connected as identity `name`.
+    pub async fn connect_as(&self, name: &str) -> Client {
+        skynet_runtime::connect(&self.nats_args(&self.nats.url(), name), name)
+            .await
+            .expect("connecting")
     }
 
     /// Starts (or restarts) a control-plane service by name.
@@ -181,7 +265,7 @@ impl Stack {
 
     /// Starts a service under `label` connected to `url` (a proxy, say).
     pub async fn start_service_at(&mut self, name: &str, label: &str, url: &str) {
-        let client = skynet_runtime::connect(&skynet_runtime::NatsArgs::new(url), label)
+        let client = skynet_runtime::connect(&self.nats_args(url, name), label)
             .await
             .expect("connecting a service");
         let token = CancellationToken::new();
@@ -274,7 +358,7 @@ impl Stack {
     /// Starts a worker and waits until the registry lists it.
     pub async fn add_worker(&mut self, config: skynet_worker::Config) -> WorkerHandle {
         let id = config.id.clone();
-        let client = self.connect(&format!("worker-{id}")).await;
+        let client = self.connect_as(&format!("worker-{id}")).await;
         let token = CancellationToken::new();
         let handle = tokio::spawn(skynet_worker::run(config.clone(), client, token.clone()));
         let handle = WorkerHandle {

@@ -11,5 +11,6 @@ mod pipeline;
 mod planner;
 mod restarts;
 mod routing;
+mod security;
 mod sentinel;
 mod telegram;

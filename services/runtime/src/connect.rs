@@ -51,7 +51,11 @@ pub fn options(
     }
     if let Some(path) = &args.seed {
         let seed = read_seed(path, "--nats-seed")?;
-        opts = opts.nkey(seed.expose().to_owned());
+        // Replies come to a private inbox, the only one this identity may subscribe to.
+        let public = seed.key_pair()?.public_key();
+        opts = opts
+            .nkey(seed.expose().to_owned())
+            .custom_inbox_prefix(skynet_protocol::permissions::inbox_prefix(&public));
     }
     if let Some(ca) = &args.ca {
         if !ca.is_file() {

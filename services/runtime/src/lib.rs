@@ -6,6 +6,7 @@ pub mod api;
 pub mod archive;
 pub mod args;
 pub mod connect;
+pub mod creds;
 pub mod events;
 pub mod keys;
 pub mod logs;

@@ -1,0 +1,404 @@
+//! Who may do what on the bus: the subject permissions of every SKYNET identity, rendered
+//! into the nats-server configuration by `skynet creds`. Keeping them next to the subject
+//! builders means a new subject and the rule that guards it change together.
+//!
+//! Each identity has a private inbox prefix, `_INBOX.<its public key>`, and may subscribe
+//! only there for replies, so nobody reads anybody else's replies. Services answer API
+//! requests through `allow_responses`. A worker may touch only what carries its own id.
+
+use crate::ids::WorkerId;
+use crate::streams;
+use crate::subjects::{self, api};
+
+/// The kinds of identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Everything: stream set-up, operations.
+    Admin,
+    Planner,
+    Policy,
+    Dispatcher,
+    Ledger,
+    Sentinel,
+    Archiver,
+    Telegram,
+    /// The command line; `approver` adds approve and deny.
+    Cli {
+        approver: bool,
+    },
+    Worker(WorkerId),
+}
+
+impl Role {
+    /// The identity's name in the credentials directory.
+    pub fn name(&self) -> String {
+        match self {
+            Role::Admin => "admin".into(),
+            Role::Planner => "planner".into(),
+            Role::Policy => "policy".into(),
+            Role::Dispatcher => "dispatcher".into(),
+            Role::Ledger => "ledger".into(),
+            Role::Sentinel => "sentinel".into(),
+            Role::Archiver => "archiver".into(),
+            Role::Telegram => "telegram".into(),
+            Role::Cli { .. } => "cli".into(),
+            Role::Worker(id) => format!("worker-{id}"),
+        }
+    }
+}
+
+/// Allowed subjects of one identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish: Vec<String>,
+    pub subscribe: Vec<String>,
+    /// May reply to requests it received (services answering the API).
+    pub allow_responses: bool,
+}
+
+/// The private inbox prefix of the identity with this public key.
+pub fn inbox_prefix(public_key: &str) -> String {
+    format!("_INBOX.{public_key}")
+}
+
+const JS: &str = "$JS.API";
+
+fn stream_info(stream: &str) -> String {
+    format!("{JS}.STREAM.INFO.{stream}")
+}
+
+/// Reading a stream: ephemeral (ordered) consumers, direct gets, stream info.
+fn read(p: &mut Permissions, stream: &str) {
+    p.publish.extend([
+        stream_info(stream),
+        format!("{JS}.CONSUMER.CREATE.{stream}"),
+        format!("{JS}.CONSUMER.CREATE.{stream}.>"),
+        format!("{JS}.CONSUMER.INFO.{stream}.>"),
+        format!("{JS}.CONSUMER.MSG.NEXT.{stream}.>"),
+        format!("{JS}.DIRECT.GET.{stream}"),
+        format!("{JS}.DIRECT.GET.{stream}.>"),
+        format!("{JS}.STREAM.MSG.GET.{stream}"),
+    ]);
+}
+
+/// Consuming with a durable consumer of a given name (and acking).
+fn durable(p: &mut Permissions, stream: &str, consumer: &str) {
+    p.publish.extend([
+        stream_info(stream),
+        format!("{JS}.CONSUMER.CREATE.{stream}.{consumer}"),
+        format!("{JS}.CONSUMER.CREATE.{stream}.{consumer}.>"),
+        format!("{JS}.CONSUMER.INFO.{stream}.{consumer}"),
+        format!("{JS}.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+        format!("$JS.ACK.{stream}.{consumer}.>"),
+    ]);
+}
+
+/// Watching a KV bucket (push consumers answer flow control).
+fn kv_read(p: &mut Permissions, bucket: &str) {
+    read(p, &format!("KV_{bucket}"));
+    p.publish.push(format!("$JS.FC.KV_{bucket}.>"));
+}
+
+fn obj_read(p: &mut Permissions, bucket: &str) {
+    read(p, &format!("OBJ_{bucket}"));
+    p.publish.push(format!("$JS.FC.OBJ_{bucket}.>"));
+}
+
+/// Writing objects; `purge` lets a put replace an object of the same name.
+fn obj_write(p: &mut Permissions, bucket: &str, purge: bool) {
+    obj_read(p, bucket);
+    p.publish.push(format!("$O.{bucket}.>"));
+    if purge {
+        p.publish.push(format!("{JS}.STREAM.PURGE.OBJ_{bucket}"));
+    }
+}
+
+/// Serving API endpoints as part of the NATS service `skynet`.
+fn serve(p: &mut Permissions, endpoints: &[&str]) {
+    p.subscribe
+        .extend(endpoints.iter().map(|e| subjects::api(e)));
+    p.subscribe.push("$SRV.>".into());
+    p.allow_responses = true;
+}
+
+fn call(p: &mut Permissions, endpoints: &[&str]) {
+    p.publish.extend(endpoints.iter().map(|e| subjects::api(e)));
+}
+
+/// Every stream, bucket and store, for services that check them at start.
+fn info_all(p: &mut Permissions) {
+    for s in [
+        streams::SUBMIT,
+        streams::EVENTS,
+        streams::LOGS,
+        streams::WORK,
+        streams::OUTBOX,
+        streams::ALERTS,
+        streams::REJECTED,
+    ] {
+        p.publish.push(stream_info(s));
+    }
+    for kv in [streams::WORKERS_BUCKET, streams::SENTINEL_BUCKET] {
+        p.publish.push(stream_info(&format!("KV_{kv}")));
+    }
+    for obj in [streams::ARTIFACTS_BUCKET, streams::ARCHIVE_BUCKET] {
+        p.publish.push(stream_info(&format!("OBJ_{obj}")));
+    }
+}
+
+const EVENTS_ANY: &str = "skynet.events.*";
+
+/// The permissions of `role`, whose inbox prefix is `inbox`.
+pub fn permissions(role: &Role, inbox: &str) -> Permissions {
+    let mut p = Permissions::default();
+    p.subscribe.push(format!("{inbox}.>"));
+    match role {
+        Role::Admin => {
+            p.publish = vec![">".into()];
+            p.subscribe = vec![">".into()];
+            p.allow_responses = true;
+        }
+        Role::Planner => {
+            info_all(&mut p);
+            serve(&mut p, &[api::JOBS_SUBMIT]);
+            durable(&mut p, streams::SUBMIT, streams::PLANNER_CONSUMER);
+            read(&mut p, streams::EVENTS);
+            kv_read(&mut p, streams::WORKERS_BUCKET);
+            p.publish.extend([
+                subjects::SUBMIT.into(),
+                EVENTS_ANY.into(),
+                subjects::REJECTED.into(),
+            ]);
+        }
+        Role::Policy => {
+            info_all(&mut p);
+            serve(&mut p, &[api::JOBS_APPROVE, api::JOBS_DENY]);
+            read(&mut p, streams::EVENTS);
+            p.publish
+                .extend([EVENTS_ANY.into(), "skynet.work.*.*".into()]);
+        }
+        Role::Dispatcher => {
+            info_all(&mut p);
+            serve(&mut p, &[api::JOBS_CANCEL]);
+            read(&mut p, streams::EVENTS);
+            durable(&mut p, streams::OUTBOX, streams::RELAY_CONSUMER);
+            kv_read(&mut p, streams::WORKERS_BUCKET);
+            p.publish.extend([
+                EVENTS_ANY.into(),
+                "skynet.logs.*".into(),
+                subjects::CONTROL_ALL.into(),
+                // Withdrawing an unstarted spec (by subject) when a job moved on.
+                format!("{JS}.STREAM.PURGE.{}", streams::WORK),
+            ]);
+        }
+        Role::Ledger => {
+            info_all(&mut p);
+            serve(
+                &mut p,
+                &[
+                    api::JOBS_GET,
+                    api::JOBS_LIST,
+                    api::JOBS_LOGS,
+                    api::WORKERS_LIST,
+                ],
+            );
+            read(&mut p, streams::EVENTS);
+            read(&mut p, streams::LOGS);
+            kv_read(&mut p, streams::WORKERS_BUCKET);
+            obj_read(&mut p, streams::ARCHIVE_BUCKET);
+        }
+        Role::Sentinel => {
+            info_all(&mut p);
+            read(&mut p, streams::EVENTS);
+            kv_read(&mut p, streams::WORKERS_BUCKET);
+            kv_read(&mut p, streams::SENTINEL_BUCKET);
+            p.publish.extend([
+                EVENTS_ANY.into(),
+                subjects::ALERTS.into(),
+                format!("$KV.{}.>", streams::SENTINEL_BUCKET),
+            ]);
+        }
+        Role::Archiver => {
+            info_all(&mut p);
+            durable(&mut p, streams::EVENTS, streams::ARCHIVER_CONSUMER);
+            read(&mut p, streams::EVENTS);
+            read(&mut p, streams::LOGS);
+            obj_read(&mut p, streams::ARTIFACTS_BUCKET);
+            obj_write(&mut p, streams::ARCHIVE_BUCKET, true);
+        }
+        Role::Telegram => {
+            info_all(&mut p);
+            call(&mut p, &api::ALL);
+            read(&mut p, streams::EVENTS);
+            read(&mut p, streams::LOGS);
+            read(&mut p, streams::ALERTS);
+        }
+        Role::Cli { approver } => {
+            p.publish.push(subjects::SUBMIT.into());
+            let mut endpoints = vec![
+                api::JOBS_SUBMIT,
+                api::JOBS_GET,
+                api::JOBS_LIST,
+                api::JOBS_CANCEL,
+                api::JOBS_LOGS,
+                api::WORKERS_LIST,
+            ];
+            if *approver {
+                endpoints.extend([api::JOBS_APPROVE, api::JOBS_DENY]);
+            }
+            call(&mut p, &endpoints);
+            read(&mut p, streams::EVENTS);
+            read(&mut p, streams::LOGS);
+            obj_read(&mut p, streams::ARTIFACTS_BUCKET);
+            p.subscribe.push("$SRV.>".into());
+        }
+        Role::Worker(id) => {
+            let consumer = streams::work_consumer_name(id);
+            p.publish.extend([
+                stream_info(streams::WORK),
+                format!(
+                    "{JS}.CONSUMER.CREATE.{}.{consumer}.{}",
+                    streams::WORK,
+                    subjects::work_filter(id)
+                ),
+                format!("{JS}.CONSUMER.INFO.{}.{consumer}", streams::WORK),
+                format!("{JS}.CONSUMER.MSG.NEXT.{}.{consumer}", streams::WORK),
+                format!("$JS.ACK.{}.{consumer}.>", streams::WORK),
+                stream_info(streams::OUTBOX),
+                subjects::outbox_filter(id),
+                stream_info(&format!("KV_{}", streams::WORKERS_BUCKET)),
+                format!("$KV.{}.{id}", streams::WORKERS_BUCKET),
+            ]);
+            // Artifacts: new objects only (no purge), and the metadata lookup a put does.
+            p.publish.extend([
+                stream_info(&format!("OBJ_{}", streams::ARTIFACTS_BUCKET)),
+                format!("{JS}.DIRECT.GET.OBJ_{}.>", streams::ARTIFACTS_BUCKET),
+                format!("{JS}.STREAM.MSG.GET.OBJ_{}", streams::ARTIFACTS_BUCKET),
+                format!("$O.{}.>", streams::ARTIFACTS_BUCKET),
+            ]);
+            p.subscribe.push(subjects::control(id));
+        }
+    }
+    p
+}
+
+/// Renders the `authorization` block of a nats-server configuration for these users
+/// (public key, role, comment).
+pub fn render_authorization(users: &[(String, Role)]) -> String {
+    let mut out = String::from("authorization {\n  users = [\n");
+    for (key, role) in users {
+        let p = permissions(role, &inbox_prefix(key));
+        let list = |v: &[String]| {
+            v.iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!("    # {}\n", role.name()));
+        out.push_str(&format!("    {{ nkey: \"{key}\", permissions: {{\n"));
+        out.push_str(&format!(
+            "        publish: {{ allow: [{}] }},\n",
+            list(&p.publish)
+        ));
+        out.push_str(&format!(
+            "        subscribe: {{ allow: [{}] }}",
+            list(&p.subscribe)
+        ));
+        if p.allow_responses {
+            out.push_str(",\n        allow_responses: true");
+        }
+        out.push_str("\n    } },\n");
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, subject: &str) -> bool {
+        let p: Vec<&str> = pattern.split('.').collect();
+        let s: Vec<&str> = subject.split('.').collect();
+        for (i, t) in p.iter().enumerate() {
+            match *t {
+                ">" => return s.len() > i,
+                "*" => {
+                    if i >= s.len() {
+                        return false;
+                    }
+                }
+                t => {
+                    if s.get(i) != Some(&t) {
+                        return false;
+                    }
+                }
+            }
+        }
+        p.len() == s.len()
+    }
+
+    fn may_publish(role: &Role, subject: &str) -> bool {
+        permissions(role, "_INBOX.K")
+            .publish
+            .iter()
+            .any(|p| matches(p, subject))
+    }
+
+    #[test]
+    fn a_worker_touches_only_its_own_subjects() {
+        let me = Role::Worker(WorkerId::parse("w1").unwrap());
+        assert!(may_publish(&me, "skynet.out.w1.job1.log"));
+        assert!(may_publish(&me, "$KV.skynet-workers.w1"));
+        assert!(may_publish(
+            &me,
+            "$JS.API.CONSUMER.MSG.NEXT.SKYNET_WORK.worker-w1"
+        ));
+        for forbidden in [
+            "skynet.out.w2.job1.log",
+            "$KV.skynet-workers.w2",
+            "skynet.events.job1",
+            "skynet.logs.job1",
+            "skynet.work.w2.job1",
+            "skynet.api.jobs.approve",
+            "skynet.jobs.submit",
+            "$JS.API.CONSUMER.MSG.NEXT.SKYNET_WORK.worker-w2",
+            "$JS.API.STREAM.DELETE.SKYNET_EVENTS",
+            "$JS.API.STREAM.PURGE.SKYNET_WORK",
+            "$JS.API.STREAM.UPDATE.SKYNET_WORK",
+        ] {
+            assert!(!may_publish(&me, forbidden), "{forbidden}");
+        }
+        let subs = permissions(&me, "_INBOX.K").subscribe;
+        assert_eq!(subs, ["_INBOX.K.>", "skynet.control.w1"]);
+    }
+
+    #[test]
+    fn only_approvers_approve() {
+        assert!(may_publish(
+            &Role::Cli { approver: true },
+            "skynet.api.jobs.approve"
+        ));
+        assert!(!may_publish(
+            &Role::Cli { approver: false },
+            "skynet.api.jobs.approve"
+        ));
+        assert!(may_publish(&Role::Telegram, "skynet.api.jobs.approve"));
+        assert!(!may_publish(&Role::Planner, "skynet.api.jobs.approve"));
+        assert!(!may_publish(
+            &Role::Cli { approver: true },
+            "skynet.events.x"
+        ));
+    }
+
+    #[test]
+    fn the_authorization_block_names_every_user() {
+        let text = render_authorization(&[
+            ("UAAA".into(), Role::Admin),
+            ("UBBB".into(), Role::Worker(WorkerId::parse("w1").unwrap())),
+        ]);
+        assert!(text.contains("nkey: \"UAAA\""));
+        assert!(text.contains("\"_INBOX.UBBB.>\""));
+        assert!(text.contains("# worker-w1"));
+    }
+}

@@ -19,6 +19,8 @@ pub struct WorkerSpec {
     pub max_jobs: u32,
     pub heartbeat_ms: u64,
     pub trusted_keys: Vec<String>,
+    #[serde(default)]
+    pub redact: Vec<String>,
 }
 
 impl WorkerSpec {
@@ -31,6 +33,7 @@ impl WorkerSpec {
             max_jobs: c.max_jobs,
             heartbeat_ms: c.heartbeat.as_millis() as u64,
             trusted_keys: c.trusted_keys.clone(),
+            redact: c.redact.clone(),
         }
     }
 }

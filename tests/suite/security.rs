@@ -264,3 +264,183 @@ async fn the_cli_identity_submits_reads_and_cancels_but_only_approvers_approve()
     assert!(String::from_utf8_lossy(&reply.payload).contains("approved"));
     stack.wait_terminal(&gated).await;
 }
+
+/// Waits for worker `w`'s report about `job` on its outbox subject.
+async fn next_report(sub: &mut async_nats::Subscriber) -> serde_json::Value {
+    use futures::StreamExt;
+    let msg = tokio::time::timeout(skynet_tests::WAIT, sub.next())
+        .await
+        .expect("no report from the worker")
+        .expect("subscription");
+    serde_json::from_slice(&msg.payload).expect("report json")
+}
+
+#[tokio::test]
+async fn the_worker_refuses_specs_it_cannot_trust_and_says_why() {
+    use futures::StreamExt;
+    use skynet_protocol::spec::{ExecutionSpec, plan_hash};
+    use skynet_protocol::{JobId, Step, WorkerId};
+
+    let mut stack = Stack::start_with(secure()).await;
+    let w = stack.add_worker(stack.worker_config("w1")).await;
+    let marker = w.home().join("ran.log");
+    let steps = vec![Step::Shell {
+        cmd: Some(format!("echo ran >> {}", marker.display())),
+        argv: None,
+        cwd: None,
+        env: Default::default(),
+        timeout_s: None,
+        artifacts: vec![],
+    }];
+    let now = skynet_protocol::time::now_ms() / 1000;
+    let spec = |job: &JobId, worker: &str, not_after: i64| ExecutionSpec {
+        job_id: job.clone(),
+        attempt: 1,
+        worker: WorkerId::parse(worker).unwrap(),
+        plan_hash: plan_hash(&steps),
+        steps: steps.clone(),
+        timeout_s: 60,
+        not_after,
+        issued_at: now,
+    };
+    let me = WorkerId::parse("w1").unwrap();
+    let stranger = nkeys::KeyPair::new_user();
+    let cases: Vec<(&str, Box<dyn Fn(&JobId) -> Vec<u8>>)> = vec![
+        (
+            "not a signed execution spec",
+            Box::new(|j| serde_json::to_vec(&spec(j, "w1", now + 60)).unwrap()),
+        ),
+        (
+            "does not verify",
+            Box::new(|j| {
+                let mut s = spec(j, "w1", now + 60).sign(&stack.signer).unwrap();
+                s.spec = s.spec.replace("echo ran", "echo pwned");
+                s.to_json()
+            }),
+        ),
+        (
+            "expired",
+            Box::new(|j| {
+                spec(j, "w1", now - 10)
+                    .sign(&stack.signer)
+                    .unwrap()
+                    .to_json()
+            }),
+        ),
+        (
+            "for worker w2",
+            Box::new(|j| {
+                spec(j, "w2", now + 60)
+                    .sign(&stack.signer)
+                    .unwrap()
+                    .to_json()
+            }),
+        ),
+        (
+            "does not trust",
+            Box::new(|j| spec(j, "w1", now + 60).sign(&stranger).unwrap().to_json()),
+        ),
+    ];
+    for (why, make) in cases {
+        let job = JobId::generate();
+        let mut reports = stack
+            .client
+            .subscribe(subjects::outbox(&me, &job, subjects::OutKind::Event))
+            .await
+            .unwrap();
+        stack
+            .js
+            .publish(subjects::work(&me, &job), make(&job).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let report = next_report(&mut reports).await;
+        assert_eq!(report["report"], "refused", "{why}: {report}");
+        assert!(
+            report["reason"].as_str().unwrap().contains(why),
+            "{why}: {report}"
+        );
+    }
+    assert!(!marker.exists(), "a refused spec ran");
+
+    // A real spec runs once; replaying it is refused.
+    let mut specs = stack.client.subscribe("skynet.work.w1.>").await.unwrap();
+    let job = stack
+        .submit(serde_json::json!({"steps": [{"action": "shell", "cmd": format!("echo ran >> {}", marker.display())}]}))
+        .await;
+    let original = tokio::time::timeout(skynet_tests::WAIT, specs.next())
+        .await
+        .unwrap()
+        .unwrap();
+    stack.wait_state(&job, JobState::Succeeded).await;
+    let mut reports = stack
+        .client
+        .subscribe(subjects::outbox(&me, &job, subjects::OutKind::Event))
+        .await
+        .unwrap();
+    stack
+        .js
+        .send_publish(
+            subjects::work(&me, &job),
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(original.payload.clone())
+                .message_id("replay"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let report = next_report(&mut reports).await;
+    assert_eq!(report["report"], "refused", "{report}");
+    assert!(
+        report["reason"].as_str().unwrap().contains("replayed"),
+        "{report}"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "ran\n");
+}
+
+#[tokio::test]
+async fn steps_get_a_scrubbed_environment_and_secrets_are_redacted_from_output() {
+    const TESTSVC: &str = env!("CARGO_BIN_EXE_skynet-testsvc");
+    let stack = Stack::start_with(secure()).await;
+    let mut cfg = stack.worker_config("w1");
+    cfg.redact = vec!["s3cr3t-token-value".into()];
+    // The worker process carries a secret in its environment.
+    let spec =
+        serde_json::to_string(&skynet_tests::process::WorkerSpec::from_config(&cfg)).unwrap();
+    let creds = stack.creds.as_ref().unwrap();
+    let _worker = skynet_tests::ServiceProcess::start_with_env(
+        TESTSVC,
+        "worker",
+        &stack.nats.url(),
+        &cfg.data_dir,
+        &[
+            ("SKYNET_TESTSVC_WORKER", spec),
+            (
+                "SKYNET_TESTSVC_SEED",
+                creds.seed_path("worker-w1").display().to_string(),
+            ),
+            ("WORKER_ONLY_SECRET", "do-not-leak-this".into()),
+        ],
+    );
+    stack.wait_worker_registered(&cfg.id).await;
+    let job = stack
+        .submit(serde_json::json!({"steps": [{
+            "action": "shell",
+            "cmd": "env; echo token=$TOKEN; printf 's3cr3t-'; sleep 0.2; printf 'token-value\\n'",
+            "env": {"TOKEN": "s3cr3t-token-value", "VISIBLE": "yes"}
+        }]}))
+        .await;
+    stack.wait_state(&job, JobState::Succeeded).await;
+    let out = stack.output(&job).await;
+    assert!(!out.contains("do-not-leak-this"), "{out}");
+    assert!(out.contains("VISIBLE=yes"), "{out}");
+    assert!(out.contains(&format!("SKYNET_JOB_ID={job}")), "{out}");
+    assert!(!out.contains("s3cr3t-token-value"), "{out}");
+    assert!(out.contains("token=[REDACTED]"), "{out}");
+    assert!(
+        out.contains("[REDACTED]\n"),
+        "a secret split across output chunks leaked: {out}"
+    );
+}

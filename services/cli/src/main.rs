@@ -5,6 +5,7 @@
 //! the `skynet` NATS service for everything else. `skynet up` runs the whole stack locally.
 
 mod artifacts;
+mod creds;
 mod render;
 mod submit;
 mod up;
@@ -82,6 +83,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage identities: keys for services, CLIs and workers, and the server configuration.
+    Creds(creds::CredsArgs),
     /// Run the whole stack here in the foreground: NATS (if none answers), every service
     /// and one local worker. Ctrl-C stops it all.
     Up(up::UpArgs),
@@ -97,9 +100,24 @@ struct Decision {
 
 fn main() -> ExitCode {
     let cli: Cli = skynet_runtime::parse_args();
-    if let Command::Up(args) = cli.command {
-        return up::main(cli.nats, args);
-    }
+    let cli = match cli.command {
+        Command::Up(args) => return up::main(cli.nats, args),
+        Command::Creds(args) => {
+            return match creds::main(args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("skynet: {e}");
+                    ExitCode::from(skynet_runtime::EXIT_CONFIG)
+                }
+            };
+        }
+        command => Cli {
+            nats: cli.nats,
+            command,
+        },
+    };
+    // Only warnings (a refused permission, a lost connection) reach the terminal.
+    skynet_runtime::telemetry::init_with("warn", false);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -237,7 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = out.unwrap_or_else(|| std::path::PathBuf::from(job_id.short()));
             artifacts::fetch(&client, &job_id, &dir).await
         }
-        Command::Up(_) => unreachable!("handled before connecting"),
+        Command::Up(_) | Command::Creds(_) => unreachable!("handled before connecting"),
     }
 }
 

@@ -107,63 +107,43 @@ fn find_nats_server(explicit: Option<&Path>) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.is_file())
 }
 
-async fn start_nats(nats: &NatsArgs, args: &UpArgs) -> anyhow::Result<Option<LocalNats>> {
-    if skynet_runtime::connect::connect_once(nats, "skynet-up-probe")
-        .await
-        .is_ok()
-    {
-        tracing::info!(url = %nats.url, "using the NATS server that answers");
-        return Ok(None);
-    }
+/// The host and port of the first `--nats-url`.
+fn local_port(nats: &NatsArgs) -> anyhow::Result<(String, u16)> {
     let addr = skynet_runtime::connect::servers(nats)?
         .into_iter()
         .next()
         .ok_or_else(|| ConfigError::new("--nats-url", "no server"))?;
     let url = addr.into_inner();
-    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
-    if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") {
-        return Err(ConfigError::new(
-            "--nats-url",
-            format!(
-                "nothing answers at {} and it is not local, so skynet up will not start one there",
-                nats.url
-            ),
-        )
-        .into());
-    }
-    let port = url.port().unwrap_or(4222);
-    let bin = find_nats_server(args.nats_server.as_deref()).ok_or_else(|| {
-        ConfigError::new(
-            "--nats-server",
-            "no nats-server found: run scripts/install-nats, or put nats-server >= 2.11 on PATH",
-        )
-    })?;
-    let store = args.data_dir.join("nats");
-    std::fs::create_dir_all(&store)?;
-    tracing::info!(bin = %bin.display(), port, "starting a local nats-server");
-    let child = Command::new(&bin)
-        .args([
-            "-js",
-            "-a",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "--server_name",
-            "skynet-local",
-            "-sd",
-        ])
-        .arg(&store)
+    Ok((
+        url.host_str().unwrap_or("127.0.0.1").to_owned(),
+        url.port().unwrap_or(4222),
+    ))
+}
+
+/// Whether anything accepts connections at the first `--nats-url`.
+async fn answers(host: &str, port: u16) -> bool {
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
+}
+
+/// Starts nats-server with `config` and waits until it accepts connections.
+async fn start_nats(bin: &Path, config: &Path, host: &str, port: u16) -> anyhow::Result<LocalNats> {
+    tracing::info!(bin = %bin.display(), port, "starting a local nats-server (auth on)");
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(config)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| anyhow::anyhow!("starting {}: {e}", bin.display()))?;
     let local = LocalNats(child);
     for _ in 0..100 {
-        if skynet_runtime::connect::connect_once(nats, "skynet-up-probe")
-            .await
-            .is_ok()
-        {
-            return Ok(Some(local));
+        if answers(host, port).await {
+            return Ok(local);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -173,7 +153,64 @@ async fn start_nats(nats: &NatsArgs, args: &UpArgs) -> anyhow::Result<Option<Loc
 async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
     let shutdown = skynet_runtime::signal_token();
     std::fs::create_dir_all(&args.data_dir)?;
-    let _local = start_nats(&nats, &args).await?;
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .ok_or_else(|| ConfigError::new("--root", "HOME is not set"))?;
+    let worker_id = match &args.worker_id {
+        Some(id) => {
+            WorkerId::parse(id).map_err(|e| ConfigError::new("--worker-id", e.to_string()))?
+        }
+        None => WorkerId::sanitize(
+            &nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| "local".into()),
+        )
+        .map_err(|e| ConfigError::new("--worker-id", e.to_string()))?,
+    };
+
+    // With no server answering, start one with auth on: every part gets its own identity.
+    let (host, port) = local_port(&nats)?;
+    let (creds, _local) = if answers(&host, port).await {
+        tracing::warn!(url = %nats.url, "a NATS server already answers; using it with --nats-seed (its auth is its own configuration's business)");
+        (None, None)
+    } else {
+        if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1") {
+            return Err(ConfigError::new(
+                "--nats-url",
+                format!("nothing answers at {} and it is not local, so skynet up will not start one there", nats.url),
+            )
+            .into());
+        }
+        let bin = find_nats_server(args.nats_server.as_deref()).ok_or_else(|| {
+            ConfigError::new(
+                "--nats-server",
+                "no nats-server found: run scripts/install-nats, or put nats-server >= 2.11 on PATH",
+            )
+        })?;
+        let creds_dir = args.data_dir.join("creds");
+        let mut creds = skynet_runtime::creds::CredsDir::init(
+            &creds_dir,
+            skynet_runtime::creds::ServerSettings {
+                listen: format!("127.0.0.1:{port}"),
+                store_dir: std::path::absolute(args.data_dir.join("nats"))?,
+            },
+        )?;
+        if !args.no_worker {
+            creds.add_worker(&worker_id)?;
+        }
+        let local = start_nats(&bin, &creds_dir.join("nats-server.conf"), &host, port).await?;
+        (Some(creds), Some(local))
+    };
+    let as_identity = |name: &str| -> NatsArgs {
+        match &creds {
+            Some(c) => NatsArgs {
+                url: nats.url.clone(),
+                seed: Some(c.seed_path(name)),
+                ca: nats.ca.clone(),
+            },
+            None => nats.clone(),
+        }
+    };
 
     let policy = match &args.policy {
         Some(path) => {
@@ -185,71 +222,62 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
         None => skynet_policy::Policy::builtin()
             .map_err(|e| ConfigError::new("--policy", e.to_string()))?,
     };
-    let signing_key = Arc::new(skynet_runtime::keys::load_or_create(
-        &args.data_dir.join("policy-signing.seed"),
-        "--data-dir",
-    )?);
+    // Policy signs with its own identity's key when there is one.
+    let signing_key = Arc::new(match &creds {
+        Some(c) => {
+            skynet_runtime::args::read_seed(&c.seed_path("policy"), "--data-dir")?.key_pair()?
+        }
+        None => skynet_runtime::keys::load_or_create(
+            &args.data_dir.join("policy-signing.seed"),
+            "--data-dir",
+        )?,
+    });
 
-    let admin = skynet_runtime::connect(&nats, "skynet-up").await?;
+    let admin = skynet_runtime::connect(&as_identity("admin"), "skynet-up").await?;
     let js = async_nats::jetstream::new(admin.clone());
     ensure_all(&js, &retention_from_env()?, Existing::Update).await?;
 
     let token = CancellationToken::new();
     let mut set: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
     macro_rules! service {
-        ($name:literal, $run:expr) => {{
-            let client = skynet_runtime::connect(&nats, $name).await?;
+        ($name:literal, $identity:expr, $run:expr) => {{
+            let client = skynet_runtime::connect(&as_identity($identity), $name).await?;
             let t = token.clone();
             let run = $run;
             set.spawn(async move { ($name, run(client, t).await) });
         }};
     }
-    let data = args.data_dir.clone();
-    service!("skynet-ledger", move |c, t| skynet_ledger::run(
-        skynet_ledger::Config {
-            data_dir: data,
-            missed_heartbeats: 3
-        },
-        c,
-        t
+    let ledger = skynet_ledger::Config {
+        data_dir: args.data_dir.clone(),
+        missed_heartbeats: 3,
+    };
+    service!("skynet-ledger", "ledger", move |c, t| skynet_ledger::run(
+        ledger, c, t
     ));
-    service!("skynet-planner", |c, t| skynet_planner::run(
-        Default::default(),
-        c,
-        t
-    ));
+    service!("skynet-planner", "planner", |c, t| {
+        skynet_planner::run(Default::default(), c, t)
+    });
     let policy_config = skynet_policy::Config {
         policy: Arc::new(policy),
         signing_key: signing_key.clone(),
         spec_ttl: Duration::from_secs(600),
     };
-    service!("skynet-policy", move |c, t| skynet_policy::run(
-        policy_config,
-        c,
-        t
-    ));
-    service!("skynet-dispatcher", |c, t| skynet_dispatcher::run(
-        Default::default(),
-        c,
-        t
-    ));
+    service!("skynet-policy", "policy", move |c, t| {
+        skynet_policy::run(policy_config, c, t)
+    });
+    service!("skynet-dispatcher", "dispatcher", |c, t| {
+        skynet_dispatcher::run(Default::default(), c, t)
+    });
+    service!("skynet-sentinel", "sentinel", |c, t| {
+        skynet_sentinel::run(Default::default(), c, t)
+    });
+    service!("skynet-archiver", "archiver", |c, t| {
+        skynet_archiver::run(Default::default(), c, t)
+    });
 
     let mut worker_line = String::from("no local worker");
     if !args.no_worker {
-        let home = std::env::var_os("HOME")
-            .map(PathBuf::from)
-            .ok_or_else(|| ConfigError::new("--root", "HOME is not set"))?;
-        let id = match &args.worker_id {
-            Some(id) => {
-                WorkerId::parse(id).map_err(|e| ConfigError::new("--worker-id", e.to_string()))?
-            }
-            None => WorkerId::sanitize(
-                &nix::unistd::gethostname()
-                    .map(|h| h.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| "local".into()),
-            )
-            .map_err(|e| ConfigError::new("--worker-id", e.to_string()))?,
-        };
+        let id = worker_id.clone();
         let roots = if args.roots.is_empty() {
             vec![home.clone()]
         } else {
@@ -281,12 +309,20 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
             redact: vec![],
             artifact_max_bytes: 64 << 20,
         };
-        service!("skynet-worker", move |c, t| skynet_worker::run(
-            config, c, t
-        ));
+        let identity = format!("worker-{worker_id}");
+        service!("skynet-worker", &identity, move |c, t| {
+            skynet_worker::run(config, c, t)
+        });
     }
+    let auth = match &creds {
+        Some(c) => format!(
+            "auth on; the CLI connects as: export SKYNET_NATS_SEED_FILE={}",
+            c.seed_path("cli").display()
+        ),
+        None => "using the server that was already running".into(),
+    };
     eprintln!(
-        "SKYNET is up: NATS at {}, {worker_line}.\n  try: skynet submit --wait -- echo hello\n  Ctrl-C stops everything.",
+        "SKYNET is up: NATS at {} ({auth}), {worker_line}.\n  try: skynet submit --wait -- echo hello\n  Ctrl-C stops everything.",
         nats.url
     );
 

@@ -410,3 +410,22 @@ async fn decide_by_person(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_debug_shows_the_public_key_and_never_the_seed() {
+        let key = nkeys::KeyPair::new_user();
+        let seed = key.seed().unwrap();
+        let config = Config {
+            policy: Arc::new(Policy::builtin().unwrap()),
+            signing_key: Arc::new(key),
+            spec_ttl: Duration::from_secs(60),
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains(&seed), "{text}");
+        assert!(text.contains(&config.signing_key.public_key()));
+    }
+}

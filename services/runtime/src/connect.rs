@@ -41,6 +41,9 @@ pub fn options(
                         Event::LameDuckMode => {
                             tracing::warn!(conn = %name, "server entering lame duck mode")
                         }
+                        Event::ServerError(e) => {
+                            tracing::warn!(conn = %name, error = %e, "the server refused something")
+                        }
                         other => tracing::info!(conn = %name, event = %other, "NATS event"),
                     }
                 }

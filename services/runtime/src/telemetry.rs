@@ -5,8 +5,12 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored),
 /// so tests and `skynet up` can run several services in one process.
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    init_with("info,async_nats=warn", json);
+}
+
+/// Like [`init`], with another default filter when `RUST_LOG` is not set.
+pub fn init_with(default: &str, json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let registry = tracing_subscriber::registry().with(filter);
     let result = if json {
         registry

@@ -573,12 +573,16 @@ async fn flush(
 ) {
     let count = runs.len();
     for (i, (stream, mut data)) in runs.drain(..).enumerate() {
-        // Only the newest run of a stream can end mid-character.
+        // Only the newest run of a stream can end mid-character, or mid-secret.
         if !last && i + 1 == count {
-            let cut = utf8_boundary(&data);
-            if cut < data.len() {
-                carry.insert(stream, data.split_off(cut));
+            let (mut head, rest) = rep.redact_split(&data);
+            let cut = utf8_boundary(&head);
+            let mut keep = head.split_off(cut);
+            keep.extend_from_slice(&rest);
+            if !keep.is_empty() {
+                carry.insert(stream, keep);
             }
+            data = head;
         }
         rep.log(stream, Some(step), &data).await;
     }

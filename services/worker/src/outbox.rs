@@ -151,6 +151,12 @@ impl Reporter {
         self.push(OutKind::Log, h, data, seq).await;
     }
 
+    /// Masks `data` and splits off a tail that may be the start of a secret the next output
+    /// completes; the head is safe to send now.
+    pub fn redact_split(&self, data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        self.redact.split(data)
+    }
+
     /// Messages reported so far: a job whose count stops moving makes no progress.
     pub fn progress(&self) -> Arc<AtomicU64> {
         self.seq.clone()

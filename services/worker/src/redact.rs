@@ -32,6 +32,27 @@ impl Redactor {
         self.secrets.first().map_or(0, Vec::len)
     }
 
+    /// Masks `data` and splits it where the rest might be the start of a secret that the
+    /// next output completes: the first part is safe to send, the second must wait.
+    pub fn split(&self, data: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut masked = self.apply(data).to_vec();
+        if self.secrets.is_empty() {
+            return (masked, Vec::new());
+        }
+        let len = masked.len();
+        let start = len.saturating_sub(self.longest().saturating_sub(1));
+        let cut = (start..len)
+            .find(|&i| {
+                let tail = &masked[i..];
+                self.secrets
+                    .iter()
+                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
+            })
+            .unwrap_or(len);
+        let rest = masked.split_off(cut);
+        (masked, rest)
+    }
+
     pub fn apply(&self, data: &[u8]) -> Bytes {
         if self.secrets.is_empty() {
             return Bytes::copy_from_slice(data);
@@ -70,5 +91,21 @@ mod tests {
         );
         assert_eq!(r.longest(), 8);
         assert!(Redactor::new(Vec::<String>::new()).is_empty());
+    }
+
+    #[test]
+    fn a_secret_split_across_chunks_is_held_back_until_it_is_whole() {
+        let r = Redactor::new(["s3cr3t-token".to_string()]);
+        let (send, keep) = r.split(b"token=s3cr3t-to");
+        assert_eq!(send, b"token=");
+        assert_eq!(keep, b"s3cr3t-to");
+        let mut next = keep;
+        next.extend_from_slice(b"ken and more");
+        let (send, keep) = r.split(&next);
+        assert_eq!(send, b"[REDACTED] and more");
+        assert!(keep.is_empty());
+        let (send, keep) = r.split(b"nothing secret here");
+        assert_eq!(send, b"nothing secret here");
+        assert!(keep.is_empty());
     }
 }

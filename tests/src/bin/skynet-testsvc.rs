@@ -14,8 +14,14 @@ fn main() -> ExitCode {
         eprintln!("usage: skynet-testsvc <service> <nats-url> <data-dir>");
         return ExitCode::from(64);
     };
+    // An identity, when the test runs with auth on.
+    let seed = std::env::var_os("SKYNET_TESTSVC_SEED").map(std::path::PathBuf::from);
     let common = skynet_runtime::CommonArgs {
-        nats: skynet_runtime::NatsArgs::new(url.clone()),
+        nats: skynet_runtime::NatsArgs {
+            url: url.clone(),
+            seed,
+            ca: None,
+        },
         data_dir: data_dir.into(),
         log_json: false,
     };
@@ -57,7 +63,7 @@ fn main() -> ExitCode {
                     .map(|s| s.to_string())
                     .collect(),
                 forbid: vec![],
-                redact: vec![],
+                redact: spec.redact,
                 artifact_max_bytes: 64 << 20,
             };
             skynet_runtime::service::main_service("skynet-worker", &common, |client, token| {

@@ -305,7 +305,8 @@ async fn the_worker_refuses_specs_it_cannot_trust_and_says_why() {
     };
     let me = WorkerId::parse("w1").unwrap();
     let stranger = nkeys::KeyPair::new_user();
-    let cases: Vec<(&str, Box<dyn Fn(&JobId) -> Vec<u8>>)> = vec![
+    type MakeSpec<'a> = Box<dyn Fn(&JobId) -> Vec<u8> + 'a>;
+    let cases: Vec<(&str, MakeSpec)> = vec![
         (
             "not a signed execution spec",
             Box::new(|j| serde_json::to_vec(&spec(j, "w1", now + 60)).unwrap()),

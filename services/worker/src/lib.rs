@@ -95,33 +95,6 @@ impl std::fmt::Debug for Config {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_config_debug_hides_secrets() {
-        let c = Config {
-            id: WorkerId::parse("w").unwrap(),
-            labels: vec![],
-            roots: vec![],
-            home: PathBuf::from("/h"),
-            max_jobs: 1,
-            heartbeat: Duration::from_secs(5),
-            trusted_keys: vec![],
-            data_dir: PathBuf::from("/d"),
-            kill_grace: Duration::from_secs(5),
-            env_allow: vec![],
-            forbid: vec![],
-            redact: vec!["hunter2-secret".into()],
-            artifact_max_bytes: 1,
-        };
-        let text = format!("{c:?}");
-        assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("1 secrets"), "{text}");
-    }
-}
-
 struct Running {
     attempt: u32,
     stop: Arc<StopSignal>,
@@ -580,5 +553,32 @@ async fn control(worker: Arc<Worker>, client: Client, shutdown: CancellationToke
             let body = serde_json::to_vec(&ControlReply { status }).unwrap_or_default();
             let _ = client.publish(reply, body.into()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_debug_hides_secrets() {
+        let c = Config {
+            id: WorkerId::parse("w").unwrap(),
+            labels: vec![],
+            roots: vec![],
+            home: PathBuf::from("/h"),
+            max_jobs: 1,
+            heartbeat: Duration::from_secs(5),
+            trusted_keys: vec![],
+            data_dir: PathBuf::from("/d"),
+            kill_grace: Duration::from_secs(5),
+            env_allow: vec![],
+            forbid: vec![],
+            redact: vec!["hunter2-secret".into()],
+            artifact_max_bytes: 1,
+        };
+        let text = format!("{c:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("1 secrets"), "{text}");
     }
 }

@@ -311,6 +311,13 @@ impl Stack {
             .insert(label.into(), Service { token, handle });
     }
 
+    /// Panics if any in-process service has stopped (crashed or returned).
+    pub fn assert_services_running(&self) {
+        for (name, s) in &self.services {
+            assert!(!s.handle.is_finished(), "service {name} stopped");
+        }
+    }
+
     /// Restarts a service and waits for the API to answer again.
     pub async fn restart_service(&mut self, name: &str) {
         self.stop_service(name).await;

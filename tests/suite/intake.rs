@@ -165,3 +165,68 @@ async fn every_api_endpoint_answers_bad_input_with_a_400() {
         .unwrap();
     assert!(listed["jobs"].is_array());
 }
+
+#[tokio::test]
+async fn hostile_payloads_anywhere_on_the_bus_crash_nothing() {
+    let mut stack = Stack::start_with(Options {
+        policy: Some(PERMISSIVE_POLICY.into()),
+        ..Default::default()
+    })
+    .await;
+    let w = stack.add_worker(stack.worker_config("w1")).await;
+    let big = vec![b'x'; 900 * 1024];
+    let payloads: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff, 0xfe, 0xfd],
+        b"{".to_vec(),
+        b"null".to_vec(),
+        br#"{"state":"running","job_id":"x","at":"now"}"#.to_vec(),
+        br#"{"report":"finished","attempt":1,"outcome":"succeeded","steps":[]}"#.to_vec(),
+        big,
+    ];
+    let subjects_to_poison = [
+        // Streams every service follows.
+        "skynet.events.poisoned-job".to_string(),
+        "skynet.logs.poisoned-job".into(),
+        "skynet.alerts".into(),
+        "skynet.rejected".into(),
+        // A worker's inputs and outputs.
+        format!("skynet.work.{}.poisoned-job", w.id),
+        format!("skynet.out.{}.poisoned-job.event", w.id),
+        format!("skynet.out.{}.poisoned-job.log", w.id),
+        format!("$KV.skynet-workers.{}", "impostor"),
+    ];
+    for subject in &subjects_to_poison {
+        for p in &payloads {
+            // Through JetStream where a stream takes the subject, so the poison is stored
+            // and replayed to every follower.
+            let _ = stack.js.publish(subject.clone(), p.clone().into()).await;
+        }
+    }
+    for p in &payloads {
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            stack
+                .client
+                .request(format!("skynet.control.{}", w.id), p.clone().into()),
+        )
+        .await;
+    }
+    stack.js.wait_for_acks().await;
+
+    let ok = stack.submit_shell("echo survived").await;
+    stack.wait_state(&ok, JobState::Succeeded).await;
+    assert!(stack.output(&ok).await.contains("survived"));
+    stack.assert_services_running();
+    let listed = stack
+        .api_raw(subjects::api::WORKERS_LIST, b"{}")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = listed["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["w1"], "a garbage registry entry became a worker");
+}

@@ -14,3 +14,4 @@ mod routing;
 mod security;
 mod sentinel;
 mod telegram;
+mod transport;

@@ -542,15 +542,19 @@ async fn control(worker: Arc<Worker>, client: Client, shutdown: CancellationToke
             _ = shutdown.cancelled() => return,
             m = sub.next() => match m { Some(m) => m, None => return },
         };
-        let status = match serde_json::from_slice::<ControlRequest>(&msg.payload) {
-            Ok(req) => worker.stop(&req),
+        let body = match serde_json::from_slice::<ControlRequest>(&msg.payload) {
+            Ok(req) => serde_json::to_vec(&ControlReply {
+                status: worker.stop(&req),
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable control request");
-                continue;
+                serde_json::to_vec(
+                    &serde_json::json!({"error": format!("unreadable control request: {e}")}),
+                )
             }
-        };
+        }
+        .unwrap_or_default();
         if let Some(reply) = msg.reply {
-            let body = serde_json::to_vec(&ControlReply { status }).unwrap_or_default();
             let _ = client.publish(reply, body.into()).await;
         }
     }

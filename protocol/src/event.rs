@@ -203,6 +203,10 @@ pub enum EventKind {
         by: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         reasons: Vec<String>,
+        /// Policy's signature over the job and its plan hash: only approvals policy made
+        /// (itself, or for a person through its API) lead to a signed spec.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seal: Option<String>,
     },
     Queued {
         attempt: u32,

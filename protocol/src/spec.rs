@@ -77,6 +77,38 @@ pub fn plan_hash(steps: &[Step]) -> String {
     hex::encode(Sha256::digest(&bytes))
 }
 
+const APPROVAL_DOMAIN: &[u8] = b"skynet-approval-v1\n";
+
+fn approval_bytes(job: &JobId, plan_hash: &str) -> Vec<u8> {
+    let mut v = APPROVAL_DOMAIN.to_vec();
+    v.extend_from_slice(job.as_str().as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(plan_hash.as_bytes());
+    v
+}
+
+/// Policy's seal on an approval of `plan_hash` for `job` (hex ed25519).
+pub fn seal_approval(
+    key: &nkeys::KeyPair,
+    job: &JobId,
+    plan_hash: &str,
+) -> Result<String, SpecError> {
+    key.sign(&approval_bytes(job, plan_hash))
+        .map(hex::encode)
+        .map_err(|e| SpecError::Signing(e.to_string()))
+}
+
+/// Whether `seal` is `public_key`'s seal on approving `plan_hash` for `job`.
+pub fn verify_approval(public_key: &str, job: &JobId, plan_hash: &str, seal: &str) -> bool {
+    let (Ok(key), Ok(sig)) = (
+        nkeys::KeyPair::from_public_key(public_key),
+        hex::decode(seal),
+    ) else {
+        return false;
+    };
+    key.verify(&approval_bytes(job, plan_hash), &sig).is_ok()
+}
+
 /// The short form of a plan hash shown to people.
 pub fn short_hash(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
@@ -237,6 +269,24 @@ mod tests {
             signed.verify(&[key.public_key()], &WorkerId::parse("w1").unwrap(), 0),
             Err(SpecError::PlanHashMismatch)
         );
+    }
+
+    #[test]
+    fn approval_seals_bind_job_plan_and_key() {
+        let key = nkeys::KeyPair::new_user();
+        let job = JobId::parse("j1").unwrap();
+        let seal = seal_approval(&key, &job, "abc").unwrap();
+        assert!(verify_approval(&key.public_key(), &job, "abc", &seal));
+        assert!(!verify_approval(&key.public_key(), &job, "abd", &seal));
+        assert!(!verify_approval(
+            &key.public_key(),
+            &JobId::parse("j2").unwrap(),
+            "abc",
+            &seal
+        ));
+        let other = nkeys::KeyPair::new_user();
+        assert!(!verify_approval(&other.public_key(), &job, "abc", &seal));
+        assert!(!verify_approval(&key.public_key(), &job, "abc", "zz"));
     }
 
     #[test]

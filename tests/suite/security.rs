@@ -445,3 +445,53 @@ async fn steps_get_a_scrubbed_environment_and_secrets_are_redacted_from_output()
         "a secret split across output chunks leaked: {out}"
     );
 }
+
+#[tokio::test]
+async fn an_approval_forged_by_another_service_never_reaches_a_worker() {
+    let mut stack = Stack::start_with(secure()).await;
+    let w = stack.add_worker(stack.worker_config("w1")).await;
+    let marker = w.home().join("forged.txt");
+    let job = stack
+        .submit_shell(&format!("approve-me && touch {}", marker.display()))
+        .await;
+    stack.wait_state(&job, JobState::AwaitingApproval).await;
+
+    // The sentinel's identity may write events; it cannot make policy's approval.
+    let sentinel = stack.connect_as("sentinel").await;
+    let log = skynet_runtime::EventLog::open(async_nats::jetstream::new(sentinel))
+        .await
+        .unwrap();
+    let last = log.last(&job).await.unwrap().unwrap();
+    let forged = skynet_protocol::Event::now(
+        job.clone(),
+        skynet_protocol::EventKind::Approved {
+            by: "someone".into(),
+            reasons: vec![],
+            seal: Some("00".repeat(64)),
+        },
+    );
+    log.append(&forged, Some(last.seq)).await.unwrap();
+
+    let done = stack.wait_terminal(&job).await;
+    let skynet_protocol::EventKind::Failed(f) = &done.kind else {
+        panic!("{done:?}")
+    };
+    assert!(
+        f.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("approval was not made by policy"),
+        "{f:?}"
+    );
+    assert!(!marker.exists());
+    let mut work = stack
+        .js
+        .get_stream(skynet_protocol::streams::WORK)
+        .await
+        .unwrap();
+    assert_eq!(
+        work.info().await.unwrap().state.last_sequence,
+        0,
+        "a spec was signed"
+    );
+}

@@ -488,6 +488,7 @@ mod tests {
                 EventKind::Approved {
                     by: "policy".into(),
                     reasons: vec![],
+                    seal: None,
                 },
             ),
             ev(

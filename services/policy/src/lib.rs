@@ -87,12 +87,13 @@ pub async fn run(
         (subjects::api::JOBS_DENY, false),
     ] {
         let log = log.clone();
+        let key = config.signing_key.clone();
         tasks.tasks.spawn(api::serve(
             api::endpoint(&service, endpoint).await?,
             tasks.clone(),
             move |req: DecisionRequest| {
-                let log = log.clone();
-                async move { decide_by_person(&log, req, approve).await }
+                let (log, key) = (log.clone(), key.clone());
+                async move { decide_by_person(&log, &key, req, approve).await }
             },
         ));
     }
@@ -144,6 +145,7 @@ pub async fn run(
 
 impl Engine {
     fn apply(&mut self, stored: Stored) {
+        let me = self.config.signing_key.public_key();
         let Stored { seq, event } = stored;
         let state = event.state();
         if state.is_terminal() {
@@ -154,10 +156,15 @@ impl Engine {
         if seq <= track.seq {
             return;
         }
+        let decided = track.state.is_some_and(|s| s != JobState::Received);
         track.seq = seq;
         track.state = Some(state);
         match event.kind {
             EventKind::Received { request } => track.timeout_s = request.timeout(),
+            // A plan is fixed once judged: a later `planned` cannot swap the steps.
+            EventKind::Planned { .. } if decided => {
+                tracing::error!(job_id = %event.job_id, "a second plan for a judged job is ignored");
+            }
             EventKind::Planned {
                 steps, plan_hash, ..
             } => {
@@ -168,7 +175,15 @@ impl Engine {
                 track.expires_ms =
                     skynet_protocol::time::parse(&expires_at).map(skynet_protocol::time::unix_ms);
             }
-            EventKind::Approved { .. } => track.approved = true,
+            EventKind::Approved { seal, .. } => {
+                // Only an approval policy sealed (for this job and this plan) counts.
+                track.approved = seal.as_deref().is_some_and(|s| {
+                    skynet_protocol::spec::verify_approval(&me, &event.job_id, &track.plan_hash, s)
+                });
+                if !track.approved {
+                    tracing::error!(job_id = %event.job_id, "an approval without policy's seal; it will not be signed");
+                }
+            }
             _ => {}
         }
         if track.timeout_s == 0 {
@@ -214,6 +229,11 @@ impl Engine {
                 Verdict::Allow => EventKind::Approved {
                     by: "policy".into(),
                     reasons: j.reasons,
+                    seal: Some(skynet_protocol::spec::seal_approval(
+                        &self.config.signing_key,
+                        job,
+                        &track.plan_hash,
+                    )?),
                 },
                 Verdict::Approve => {
                     let ttl_ms = self.config.policy.approval_ttl.as_millis() as i64;
@@ -276,8 +296,14 @@ impl Engine {
             return Ok(());
         }
         if !track.approved {
-            tracing::error!(job_id = %job, "dispatched without an approval; not signing");
-            return Ok(());
+            tracing::error!(job_id = %job, "dispatched without an approval sealed by policy; refusing");
+            let kind = EventKind::Failed(skynet_protocol::event::Finished {
+                steps: vec![],
+                error: Some("refused: the job's approval was not made by policy".into()),
+                worker: Some(worker),
+                attempt: Some(attempt),
+            });
+            return self.write(job, kind).await;
         }
         let now = skynet_protocol::time::now_ms() / 1000;
         let spec = ExecutionSpec {
@@ -344,6 +370,7 @@ async fn send_work(
 /// the plan the person saw when they give its hash.
 async fn decide_by_person(
     log: &EventLog,
+    key: &nkeys::KeyPair,
     req: DecisionRequest,
     approve: bool,
 ) -> Result<StateReply, ApiError> {
@@ -376,6 +403,7 @@ async fn decide_by_person(
                 EventKind::Approved {
                     by: by.clone(),
                     reasons: vec![],
+                    seal: skynet_protocol::spec::seal_approval(key, &req.job_id, plan_hash).ok(),
                 }
             } else {
                 EventKind::Denied {

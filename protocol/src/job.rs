@@ -809,7 +809,9 @@ mod schema_tests {
             .collect();
         assert_eq!(
             ops,
-            ["status", "diff", "log", "clone", "pull", "checkout", "commit", "push"]
+            [
+                "status", "diff", "log", "clone", "pull", "checkout", "commit", "push"
+            ]
         );
         assert!(schema.get("$schema").is_none() && schema.get("definitions").is_none());
     }

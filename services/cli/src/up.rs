@@ -54,6 +54,11 @@ pub struct UpArgs {
     /// Log as JSON lines.
     #[arg(long = "log-json", env = "SKYNET_LOG_JSON")]
     log_json: bool,
+
+    /// The planner's backend and its settings (the same flags and variables as
+    /// skynet-planner: SKYNET_PLANNER, ANTHROPIC_API_KEY, OPENAI_BASE_URL, ...).
+    #[command(flatten)]
+    planner: skynet_planner::PlannerArgs,
 }
 
 pub fn main(nats: NatsArgs, args: UpArgs) -> ExitCode {
@@ -185,6 +190,7 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
         None => skynet_policy::Policy::builtin()
             .map_err(|e| ConfigError::new("--policy", e.to_string()))?,
     };
+    let planner_config = args.planner.config(args.policy.as_deref())?;
     let signing_key = Arc::new(skynet_runtime::keys::load_or_create(
         &args.data_dir.join("policy-signing.seed"),
         "--data-dir",
@@ -213,8 +219,8 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
         c,
         t
     ));
-    service!("skynet-planner", |c, t| skynet_planner::run(
-        Default::default(),
+    service!("skynet-planner", move |c, t| skynet_planner::run(
+        planner_config,
         c,
         t
     ));

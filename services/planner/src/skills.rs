@@ -98,6 +98,8 @@ pub struct Skills {
 /// A skills file that cannot be used; the message names the skill and the problem.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
+    #[error("cannot read it: {0}")]
+    Read(String),
     #[error("not a valid skills file: {0}")]
     Toml(String),
     #[error("skill {skill:?}: {problem}")]
@@ -188,8 +190,7 @@ impl Skills {
 
     /// The built-in skills plus (or replaced by) those of `path`.
     pub fn with_file(path: &Path) -> Result<Self, LoadError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LoadError::Toml(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| LoadError::Read(e.to_string()))?;
         let mut skills = Self::builtin()?;
         skills.extend(Self::from_toml(&text)?);
         Ok(skills)

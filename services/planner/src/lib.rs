@@ -9,7 +9,7 @@
 //!
 //! Planning: explicit steps pass through, with their skills expanded; a goal alone is planned
 //! by the configured backend: `rules` (offline, [`rules`]), or an LLM ([`llm`]: Anthropic or
-//! any OpenAI-compatible API), which is told the online workers (watched in the
+//! any OpenAI-compatible API), which is told the online workers (read from the
 //! `skynet-workers` KV bucket), the skills ([`skills`]) and the policy in brief. Tokens the
 //! LLMs spend are added up per day in the `skynet-planner-usage` KV bucket ([`usage`]). The
 //! planner never runs or approves anything: every plan goes to policy.
@@ -24,8 +24,7 @@ pub mod rules;
 pub mod skills;
 pub mod usage;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -37,9 +36,8 @@ use skynet_protocol::api::{ApiError, SubmitReply};
 use skynet_protocol::job::{Rejection, salvage_id};
 use skynet_protocol::spec::plan_hash;
 use skynet_protocol::worker::WorkerInfo;
-use skynet_protocol::{Event, EventKind, JobId, JobRequest, JobState, WorkerId, streams, subjects};
+use skynet_protocol::{Event, EventKind, JobId, JobRequest, JobState, streams, subjects};
 use skynet_runtime::events::{AppendError, EventLog};
-use skynet_runtime::registry::{self, Update};
 use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use skynet_runtime::{Shutdown, api};
 use tokio::sync::Semaphore;
@@ -60,38 +58,56 @@ const MISSED_HEARTBEATS: u32 = 3;
 /// the consumer's ack wait, so a slow LLM does not get the request redelivered.
 const PROGRESS_EVERY: Duration = Duration::from_secs(15);
 
-/// The workers the registry lists, as last seen.
-#[derive(Clone, Default)]
-struct Workers(Arc<RwLock<BTreeMap<WorkerId, WorkerInfo>>>);
+/// The worker registry (`skynet-workers`), read when a goal is planned so the model is told
+/// exactly who is online then (a plan costs an LLM call; a few KV reads are nothing next to
+/// it, and there is no watcher to lag behind).
+struct Workers {
+    kv: async_nats::jetstream::kv::Store,
+}
+
+/// More workers than this are not described to the model one by one.
+const MAX_WORKERS_IN_PROMPT: usize = 50;
 
 impl Workers {
-    fn apply(&self, update: Update) {
-        let mut map = match self.0.write() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match update {
-            Update::Put(info) => {
-                map.insert(info.id.clone(), *info);
-            }
-            Update::Removed(id) => {
-                map.remove(&id);
-            }
-        }
+    async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
+        let kv = js
+            .get_key_value(streams::WORKERS_BUCKET)
+            .await
+            .context("opening the worker registry")?;
+        Ok(Self { kv })
     }
 
-    /// The online workers that could run `req`.
-    fn for_request(&self, req: &JobRequest) -> Vec<WorkerInfo> {
-        let map = match self.0.read() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
+    /// The online workers that could run `req`. Trouble reading the registry leaves the
+    /// list short, never the plan undone: policy and the dispatcher decide where it runs.
+    async fn for_request(&self, req: &JobRequest) -> Vec<WorkerInfo> {
+        let mut keys = match self.kv.keys().await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the worker registry");
+                return vec![];
+            }
         };
         let now = skynet_protocol::time::now_ms();
-        map.values()
-            .filter(|w| w.is_online(now, MISSED_HEARTBEATS))
-            .filter(|w| w.matches(req.worker.as_ref(), &req.labels))
-            .cloned()
-            .collect()
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let Ok(key) = key else { continue };
+            let Ok(Some(bytes)) = self.kv.get(&key).await else {
+                continue;
+            };
+            let Ok(info) = serde_json::from_slice::<WorkerInfo>(&bytes) else {
+                continue;
+            };
+            if info.is_online(now, MISSED_HEARTBEATS)
+                && info.matches(req.worker.as_ref(), &req.labels)
+            {
+                out.push(info);
+                if out.len() >= MAX_WORKERS_IN_PROMPT {
+                    break;
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 }
 
@@ -139,14 +155,7 @@ pub async fn run(
         Backend::Llm(llm) => {
             let planner = LlmPlanner::new(llm, config.skills.clone(), config.policy_brief.clone())
                 .context("setting up the LLM client")?;
-            let workers = Workers::default();
-            let mut updates = registry::watch(js.clone(), shutdown.clone());
-            let w = workers.clone();
-            tasks.tasks.spawn(async move {
-                while let Some(update) = updates.recv().await {
-                    w.apply(update);
-                }
-            });
+            let workers = Workers::open(&js).await?;
             Engine::Llm(Box::new(LlmEngine {
                 planner,
                 workers,
@@ -290,7 +299,8 @@ impl Intake {
                     workers,
                     usage,
                 } = llm.as_ref();
-                let result = planner.plan(goal, req, &workers.for_request(req)).await;
+                let online = workers.for_request(req).await;
+                let result = planner.plan(goal, req, &online).await;
                 if result.answers > 0
                     && let Err(e) = usage
                         .add(planner.name(), &result.model, &result.usage, result.answers)

@@ -1094,6 +1094,23 @@ timeout_s = "{{limit}}"
     }
 
     #[test]
+    fn the_readme_example_skill_loads_and_quotes_its_path() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("a toml example") + "```toml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let skills = Skills::from_toml(&readme[start..end]).unwrap();
+        let steps = skills
+            .get("tail_log")
+            .unwrap()
+            .expand(&args(json!({"file": "~/logs/app 1.log"})))
+            .unwrap();
+        assert_eq!(
+            serde_json::to_value(&steps).unwrap(),
+            json!([{"action": "shell", "cmd": "tail -n 50 ~/'logs/app 1.log'"}])
+        );
+    }
+
+    #[test]
     fn artifacts_of_a_skill_step_go_to_its_last_step() {
         let steps = builtin()
             .expand(&[

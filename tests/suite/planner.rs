@@ -414,7 +414,7 @@ async fn a_goal_planned_by_claude_runs_and_reports_model_usage_and_totals() {
         json!({"type": "tool", "name": "submit_plan"})
     );
     let schema = &body["tools"][0]["input_schema"];
-    let actions: Vec<&str> = schema["properties"]["steps"]["items"]["oneOf"]
+    let actions: Vec<&str> = schema["properties"]["steps"]["items"]["anyOf"]
         .as_array()
         .unwrap()
         .iter()

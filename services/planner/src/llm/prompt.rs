@@ -180,6 +180,14 @@ pub fn tool_schema(skills: &Skills) -> Value {
             }
         }
     }
+    // The branches are exclusive by their `action` constant, so `anyOf` means the same as
+    // the generated `oneOf`, and it is the form every tool-calling API accepts (OpenAI's
+    // strict schemas and some local servers' grammar converters refuse `oneOf`).
+    if let Some(obj) = step.as_object_mut()
+        && let Some(branches) = obj.remove("oneOf")
+    {
+        obj.insert("anyOf".into(), branches);
+    }
     json!({
         "type": "object",
         "properties": {
@@ -219,7 +227,7 @@ mod tests {
         let skills = Skills::builtin().unwrap();
         let schema = tool_schema(&skills);
         assert_eq!(schema["required"], json!(["summary", "steps"]));
-        let branches = schema["properties"]["steps"]["items"]["oneOf"]
+        let branches = schema["properties"]["steps"]["items"]["anyOf"]
             .as_array()
             .unwrap();
         assert_eq!(branches.len(), 6);

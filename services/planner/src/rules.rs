@@ -1057,6 +1057,13 @@ mod tests {
                 {"action": "skill", "name": "build", "args": {"dir": "~/src/blog"}}]),
             ),
             (
+                "list the files in hello, then disk usage of hello",
+                json!([
+                    {"action": "shell", "cmd": "ls -la", "cwd": "hello"},
+                    {"action": "skill", "name": "disk_usage", "args": {"path": "hello"}}
+                ]),
+            ),
+            (
                 "git status in ~/a; run the tests in ~/b",
                 json!([
                 {"action": "git", "op": "status", "repo": "~/a"},

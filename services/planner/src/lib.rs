@@ -97,6 +97,10 @@ impl Workers {
             let Ok(info) = serde_json::from_slice::<WorkerInfo>(&bytes) else {
                 continue;
             };
+            // An entry under another worker's key is not believed (as the registry watch).
+            if info.id.as_str() != key {
+                continue;
+            }
             if info.is_online(now, MISSED_HEARTBEATS)
                 && info.matches(req.worker.as_ref(), &req.labels)
             {

@@ -60,6 +60,7 @@ fn is_zero(n: &u32) -> bool {
 
 /// The operations of the `git` action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum GitOp {
     Status,
@@ -87,25 +88,39 @@ impl GitOp {
     }
 }
 
+// The doc comments of `Step` also describe steps to LLM planners: with the `schema` feature
+// they become the descriptions in the JSON Schema of `step_schema`.
 /// One step of a job, tagged by `action`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
+    /// Runs a command: exactly one of `cmd` (a command line for `/bin/sh -c`) and `argv`
+    /// (a program and its arguments, no shell).
     Shell {
+        /// A command line run by `/bin/sh -c`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cmd: Option<String>,
+        /// A program and its arguments, run without a shell.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         argv: Option<Vec<String>>,
+        /// The directory to run in (`~` is the worker user's home; default: the worker's
+        /// first root).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cwd: Option<String>,
+        /// Extra environment variables.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         env: BTreeMap<String, String>,
+        /// The step's own time limit in seconds.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_s: Option<u64>,
+        /// Files (paths or globs) to keep after the step.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<String>,
     },
+    /// Runs Python code with `python3 -c`.
     Python {
+        /// The program text.
         code: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cwd: Option<String>,
@@ -114,11 +129,13 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<String>,
     },
+    /// Shows a file's content (at most 8 MiB).
     FileRead {
         path: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<String>,
     },
+    /// Writes (or with `append`, appends) `content` to a file.
     FileWrite {
         path: String,
         content: String,
@@ -127,6 +144,8 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<String>,
     },
+    /// A git operation on the repository at `repo`: `url` only and always for `clone`,
+    /// `branch` only for `checkout`, `message` only for `commit`.
     Git {
         op: GitOp,
         repo: String,
@@ -139,6 +158,8 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<String>,
     },
+    /// A named high-level capability with its arguments; the planner expands it into the
+    /// actions above, so workers never see it.
     Skill {
         name: String,
         #[serde(default)]
@@ -146,6 +167,25 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<String>,
     },
+}
+
+/// The JSON Schema (draft 7, every subschema inlined) of one [`Step`], as serde reads it:
+/// generated from the type, so it cannot drift from what the planner accepts.
+#[cfg(feature = "schema")]
+pub fn step_schema() -> serde_json::Value {
+    let generator = schemars::generate::SchemaSettings::draft07()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .for_deserialize()
+        .into_generator();
+    let mut schema = generator.into_root_schema_for::<Step>().to_value();
+    if let Some(map) = schema.as_object_mut() {
+        map.remove("title");
+        map.remove("$schema");
+    }
+    schema
 }
 
 impl Step {
@@ -735,5 +775,44 @@ impl Rejection {
             preview,
             submit_seq,
         }
+    }
+}
+
+#[cfg(all(test, feature = "schema"))]
+mod schema_tests {
+    use super::*;
+
+    /// The schema has one branch per action, each closed to unknown fields, and a step
+    /// written to the schema's shape parses.
+    #[test]
+    fn the_step_schema_has_one_closed_branch_per_action() {
+        let schema = step_schema();
+        let branches = schema["oneOf"].as_array().expect("oneOf");
+        let actions: Vec<&str> = branches
+            .iter()
+            .map(|b| b["properties"]["action"]["const"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actions,
+            ["shell", "python", "file_read", "file_write", "git", "skill"]
+        );
+        for b in branches {
+            assert_eq!(b["additionalProperties"], false, "{b}");
+            assert!(b["required"].as_array().unwrap().contains(&"action".into()));
+        }
+        let git = &branches[4];
+        let ops: Vec<&str> = git["properties"]["op"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "status", "diff", "log", "clone", "pull", "checkout", "commit", "push"
+            ]
+        );
+        assert!(schema.get("$schema").is_none() && schema.get("definitions").is_none());
     }
 }

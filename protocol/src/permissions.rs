@@ -138,7 +138,11 @@ fn info_all(p: &mut Permissions) {
     ] {
         p.publish.push(stream_info(s));
     }
-    for kv in [streams::WORKERS_BUCKET, streams::SENTINEL_BUCKET] {
+    for kv in [
+        streams::WORKERS_BUCKET,
+        streams::SENTINEL_BUCKET,
+        streams::PLANNER_USAGE_BUCKET,
+    ] {
         p.publish.push(stream_info(&format!("KV_{kv}")));
     }
     for obj in [streams::ARTIFACTS_BUCKET, streams::ARCHIVE_BUCKET] {
@@ -164,10 +168,18 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             durable(&mut p, streams::SUBMIT, streams::PLANNER_CONSUMER);
             read(&mut p, streams::EVENTS);
             kv_read(&mut p, streams::WORKERS_BUCKET);
+            kv_read(&mut p, streams::PLANNER_USAGE_BUCKET);
             p.publish.extend([
                 subjects::SUBMIT.into(),
                 EVENTS_ANY.into(),
                 subjects::REJECTED.into(),
+                format!("$KV.{}.>", streams::PLANNER_USAGE_BUCKET),
+                // Telling JetStream a slow (LLM) plan is still in progress.
+                format!(
+                    "$JS.ACK.{}.{}.>",
+                    streams::SUBMIT,
+                    streams::PLANNER_CONSUMER
+                ),
             ]);
         }
         Role::Policy => {

@@ -26,6 +26,9 @@ pub const WORKERS_BUCKET: &str = "skynet-workers";
 pub const ARTIFACTS_BUCKET: &str = "skynet-artifacts";
 /// Archived logs and event histories of finished jobs, under `<job_id>/...`.
 pub const ARCHIVE_BUCKET: &str = "skynet-archive";
+/// Tokens spent by the LLM planners, one running total per day, planner and model
+/// (`<YYYY-MM-DD>.<planner>.<model>`), updated with compare-and-set by every planner copy.
+pub const PLANNER_USAGE_BUCKET: &str = "skynet-planner-usage";
 
 /// The sentinel's open conditions (`worker_offline.<id>`, `job_stalled.<job>`, ...): one key
 /// per condition while it lasts, so copies of the sentinel raise and clear each alert once.
@@ -178,6 +181,19 @@ pub fn sentinel_kv(r: &Retention) -> kv::Config {
         bucket: SENTINEL_BUCKET.into(),
         description: "SKYNET sentinel conditions".into(),
         history: 1,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
+/// Daily token totals of the LLM planners; a day's entries are kept for about a year.
+pub fn planner_usage_kv(r: &Retention) -> kv::Config {
+    kv::Config {
+        bucket: PLANNER_USAGE_BUCKET.into(),
+        description: "SKYNET planner token usage per day".into(),
+        history: 1,
+        max_age: 400 * DAY,
         storage: StorageType::File,
         num_replicas: r.replicas,
         ..Default::default()

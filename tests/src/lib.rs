@@ -2,6 +2,7 @@
 //! in-process against it, the way async-nats's own tests start real servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_llm;
 pub mod http;
 pub mod nats;
 pub mod process;

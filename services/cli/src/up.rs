@@ -54,6 +54,11 @@ pub struct UpArgs {
     /// Log as JSON lines.
     #[arg(long = "log-json", env = "SKYNET_LOG_JSON")]
     log_json: bool,
+
+    /// The planner's backend and its settings (the same flags and variables as
+    /// skynet-planner: SKYNET_PLANNER, ANTHROPIC_API_KEY, OPENAI_BASE_URL, ...).
+    #[command(flatten)]
+    planner: skynet_planner::PlannerArgs,
 }
 
 pub fn main(nats: NatsArgs, args: UpArgs) -> ExitCode {
@@ -222,6 +227,7 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
         None => skynet_policy::Policy::builtin()
             .map_err(|e| ConfigError::new("--policy", e.to_string()))?,
     };
+    let planner_config = args.planner.config(args.policy.as_deref())?;
     // Policy signs with its own identity's key when there is one.
     let signing_key = Arc::new(match &creds {
         Some(c) => {
@@ -254,8 +260,8 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
     service!("skynet-ledger", "ledger", move |c, t| skynet_ledger::run(
         ledger, c, t
     ));
-    service!("skynet-planner", "planner", |c, t| {
-        skynet_planner::run(Default::default(), c, t)
+    service!("skynet-planner", "planner", move |c, t| {
+        skynet_planner::run(planner_config, c, t)
     });
     let policy_config = skynet_policy::Config {
         policy: Arc::new(policy),

@@ -1,4 +1,4 @@
-//! skynet-planner: the intake of SKYNET.
+//! skynet-planner: the intake of SKYNET, and the planner that turns goals into plans.
 //!
 //! Reads `skynet.jobs.submit` (stream `SKYNET_SUBMIT`) with the durable consumer `planner`,
 //! which copies of the planner share. Each request is validated, given its job id (its `id`,
@@ -7,10 +7,22 @@
 //! so a repeated id never becomes a second job) and planned into `planned` or `rejected` on
 //! `skynet.events.<job>`. Requests without any usable id go to `skynet.rejected`.
 //!
+//! Planning: explicit steps pass through, with their skills expanded; a goal alone is planned
+//! by the configured backend: `rules` (offline, [`rules`]), or an LLM ([`llm`]: Anthropic or
+//! any OpenAI-compatible API), which is told the online workers (read from the
+//! `skynet-workers` KV bucket), the skills ([`skills`]) and the policy in brief. Tokens the
+//! LLMs spend are added up per day in the `skynet-planner-usage` KV bucket ([`usage`]). The
+//! planner never runs or approves anything: every plan goes to policy.
+//!
 //! Serves `skynet.api.jobs.submit`, which validates, assigns an id and stores the request in
 //! the intake stream before replying.
 
+pub mod config;
+pub mod llm;
 pub mod plan;
+pub mod rules;
+pub mod skills;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +35,7 @@ use futures::StreamExt;
 use skynet_protocol::api::{ApiError, SubmitReply};
 use skynet_protocol::job::{Rejection, salvage_id};
 use skynet_protocol::spec::plan_hash;
+use skynet_protocol::worker::WorkerInfo;
 use skynet_protocol::{Event, EventKind, JobId, JobRequest, JobState, streams, subjects};
 use skynet_runtime::events::{AppendError, EventLog};
 use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
@@ -30,19 +43,88 @@ use skynet_runtime::{Shutdown, api};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::{
+    Backend, BackendKind, Config, LlmConfig, PlannerArgs, Provider, RetryPolicy, Secret,
+};
+use crate::llm::LlmPlanner;
 use crate::plan::Outcome;
+use crate::skills::Skills;
+use crate::usage::UsageBook;
 
-/// Settings of the planner.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Requests planned at the same time.
-    pub concurrency: usize,
+/// Heartbeats missed before a worker counts as offline (as the ledger counts).
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// How often a request being planned tells JetStream it is still in progress, well inside
+/// the consumer's ack wait, so a slow LLM does not get the request redelivered.
+const PROGRESS_EVERY: Duration = Duration::from_secs(15);
+
+/// The worker registry (`skynet-workers`), read when a goal is planned so the model is told
+/// exactly who is online then (a plan costs an LLM call; a few KV reads are nothing next to
+/// it, and there is no watcher to lag behind).
+struct Workers {
+    kv: async_nats::jetstream::kv::Store,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self { concurrency: 32 }
+/// More workers than this are not described to the model one by one.
+const MAX_WORKERS_IN_PROMPT: usize = 50;
+
+impl Workers {
+    async fn open(js: &jetstream::Context) -> anyhow::Result<Self> {
+        let kv = js
+            .get_key_value(streams::WORKERS_BUCKET)
+            .await
+            .context("opening the worker registry")?;
+        Ok(Self { kv })
     }
+
+    /// The online workers that could run `req`. Trouble reading the registry leaves the
+    /// list short, never the plan undone: policy and the dispatcher decide where it runs.
+    async fn for_request(&self, req: &JobRequest) -> Vec<WorkerInfo> {
+        let mut keys = match self.kv.keys().await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the worker registry");
+                return vec![];
+            }
+        };
+        let now = skynet_protocol::time::now_ms();
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let Ok(key) = key else { continue };
+            let Ok(Some(bytes)) = self.kv.get(&key).await else {
+                continue;
+            };
+            let Ok(info) = serde_json::from_slice::<WorkerInfo>(&bytes) else {
+                continue;
+            };
+            // An entry under another worker's key is not believed (as the registry watch).
+            if info.id.as_str() != key {
+                continue;
+            }
+            if info.is_online(now, MISSED_HEARTBEATS)
+                && info.matches(req.worker.as_ref(), &req.labels)
+            {
+                out.push(info);
+                if out.len() >= MAX_WORKERS_IN_PROMPT {
+                    break;
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+}
+
+/// What writes plans for goals.
+enum Engine {
+    Rules,
+    Llm(Box<LlmEngine>),
+}
+
+struct LlmEngine {
+    planner: LlmPlanner,
+    workers: Workers,
+    usage: UsageBook,
 }
 
 struct Intake {
@@ -50,6 +132,9 @@ struct Intake {
     log: EventLog,
     /// Creation time of the intake stream, to derive ids unique to this incarnation of it.
     stream_created: String,
+    skills: Arc<Skills>,
+    engine: Engine,
+    shutdown: CancellationToken,
 }
 
 /// Runs the planner until `shutdown` is cancelled.
@@ -68,12 +153,28 @@ pub async fn run(
         .created
         .unix_timestamp_nanos()
         .to_string();
+    let tasks = Shutdown::new(shutdown.clone());
+    let engine = match config.backend {
+        Backend::Rules => Engine::Rules,
+        Backend::Llm(llm) => {
+            let planner = LlmPlanner::new(llm, config.skills.clone(), config.policy_brief.clone())
+                .context("setting up the LLM client")?;
+            let workers = Workers::open(&js).await?;
+            Engine::Llm(Box::new(LlmEngine {
+                planner,
+                workers,
+                usage: UsageBook::open(&js).await?,
+            }))
+        }
+    };
     let intake = Arc::new(Intake {
         js: js.clone(),
         log,
         stream_created,
+        skills: config.skills.clone(),
+        engine,
+        shutdown: shutdown.clone(),
     });
-    let tasks = Shutdown::new(shutdown.clone());
 
     let service = api::start_service(&client, "planner").await?;
     {
@@ -100,7 +201,11 @@ pub async fn run(
         .messages()
         .await?;
     let limit = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    tracing::info!("planner ready");
+    tracing::info!(
+        backend = intake.engine_name(),
+        skills = intake.skills.names().len(),
+        "planner ready"
+    );
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -120,7 +225,21 @@ pub async fn run(
         let intake = intake.clone();
         tasks.tasks.spawn(async move {
             let _permit = permit;
-            let ack = match intake.handle(&msg).await {
+            let work = intake.handle(&msg);
+            tokio::pin!(work);
+            let mut progress = tokio::time::interval(PROGRESS_EVERY);
+            progress.tick().await;
+            let result = loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = progress.tick() => {
+                        if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                            tracing::debug!(error = %e, "marking a request in progress");
+                        }
+                    }
+                }
+            };
+            let ack = match result {
                 Ok(()) => AckKind::Ack,
                 Err(e) => {
                     tracing::warn!(error = %e, "request not processed; will retry");
@@ -163,6 +282,41 @@ async fn submit(js: &jetstream::Context, payload: &[u8]) -> Result<SubmitReply, 
 }
 
 impl Intake {
+    fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Rules => "rules",
+            Engine::Llm(llm) => llm.planner.name(),
+        }
+    }
+
+    /// Plans a request: explicit steps pass through; a goal goes to the backend.
+    async fn plan(&self, req: &JobRequest) -> Outcome {
+        if let Some(outcome) = plan::pass_through(req, &self.skills) {
+            return outcome;
+        }
+        let goal = req.goal.as_deref().unwrap_or_default().trim();
+        match &self.engine {
+            Engine::Rules => plan::rules(goal, req, &self.skills),
+            Engine::Llm(llm) => {
+                let LlmEngine {
+                    planner,
+                    workers,
+                    usage,
+                } = llm.as_ref();
+                let online = workers.for_request(req).await;
+                let result = planner.plan(goal, req, &online).await;
+                if result.answers > 0
+                    && let Err(e) = usage
+                        .add(planner.name(), &result.model, &result.usage, result.answers)
+                        .await
+                {
+                    tracing::warn!(error = %e, "could not add to the daily token totals");
+                }
+                result.outcome
+            }
+        }
+    }
+
     async fn handle(&self, msg: &jetstream::Message) -> anyhow::Result<()> {
         let seq = msg.info().map(|i| i.stream_sequence).ok();
         let msg_id = msg
@@ -242,7 +396,16 @@ impl Intake {
             }
             Err(e) => return Err(e.into()),
         };
-        let kind = match plan::plan(&req) {
+        // A planner stopping mid-plan leaves the request to be redelivered (to a copy, or to
+        // itself after a restart) rather than half-decided.
+        let outcome = tokio::select! {
+            o = self.plan(&req) => o,
+            _ = self.shutdown.cancelled() => anyhow::bail!("stopping before {id} was planned"),
+        };
+        if let Outcome::Reject(reason) = &outcome {
+            tracing::info!(job_id = %id, %reason, "goal not planned");
+        }
+        let kind = match outcome {
             Outcome::Plan(p) => EventKind::Planned {
                 plan_hash: plan_hash(&p.steps),
                 steps: p.steps,

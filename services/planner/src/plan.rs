@@ -1,9 +1,17 @@
-//! Turning a request into a plan.
+//! Turning a request into a plan: explicit steps pass through (skills expanded), a goal goes
+//! to the rules planner or an LLM (in `lib.rs`, which holds the LLM client and the worker
+//! registry).
 
+use std::fmt::Write as _;
+
+use serde_json::Value;
 use skynet_protocol::event::Usage;
+use skynet_protocol::job::validate_steps;
 use skynet_protocol::{JobRequest, Step};
 
-/// A plan ready for policy.
+use crate::skills::Skills;
+
+/// A plan ready for policy: low-level actions only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub steps: Vec<Step>,
@@ -22,13 +30,37 @@ pub enum Outcome {
     Reject(String),
 }
 
-/// A one-paragraph description of `steps` for people.
-pub fn summarize(steps: &[Step]) -> String {
+/// One step for people; a skill by its name, arguments and what it does.
+fn describe(step: &Step, skills: &Skills) -> String {
+    match step {
+        Step::Skill { name, args, .. } => {
+            let mut s = name.clone();
+            let shown: Vec<String> = args
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(text) => format!("{k} {text}"),
+                    other => format!("{k} {other}"),
+                })
+                .collect();
+            if !shown.is_empty() {
+                let _ = write!(s, " with {}", shown.join(", "));
+            }
+            if let Some(skill) = skills.get(name) {
+                let _ = write!(s, " ({})", skill.description.trim_end_matches('.'));
+            }
+            s
+        }
+        other => other.describe(),
+    }
+}
+
+/// A one-paragraph description of `steps` (as written, before skills expand) for people.
+pub fn summarize(steps: &[Step], skills: &Skills) -> String {
     match steps {
         [] => "Nothing to do.".into(),
-        [one] => format!("Run one step: {}.", one.describe()),
+        [one] => format!("Run one step: {}.", describe(one, skills)),
         many => {
-            let shown: Vec<String> = many.iter().take(5).map(Step::describe).collect();
+            let shown: Vec<String> = many.iter().take(5).map(|s| describe(s, skills)).collect();
             let more = if many.len() > 5 {
                 format!("; and {} more", many.len() - 5)
             } else {
@@ -43,38 +75,48 @@ pub fn summarize(steps: &[Step]) -> String {
     }
 }
 
-/// Plans a request that carries explicit steps: they go to policy unchanged.
-pub fn pass_through(req: &JobRequest) -> Option<Outcome> {
-    let steps = req.steps.as_ref()?;
-    if let Some(Step::Skill { name, .. }) = steps.iter().find(|s| matches!(s, Step::Skill { .. })) {
-        return Some(Outcome::Reject(format!(
-            "step `skill` ({name}) needs the skill catalogue, which this planner does not have yet; \
-             give low-level steps (shell, python, file_read, file_write, git)"
-        )));
+/// Expands the skills of `original` and checks that what is left may go to a worker.
+pub fn finish(original: &[Step], skills: &Skills, planner: &str) -> Outcome {
+    let steps = match skills.expand(original) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Reject(e.to_string()),
+    };
+    if let Err(e) = validate_steps(&steps, false) {
+        return Outcome::Reject(format!(
+            "once its skills are expanded, the plan is not valid: {e}"
+        ));
     }
-    Some(Outcome::Plan(Plan {
-        summary: summarize(steps),
-        steps: steps.clone(),
-        planner: "passthrough".into(),
+    Outcome::Plan(Plan {
+        summary: summarize(original, skills),
+        steps,
+        planner: planner.into(),
         model: None,
         usage: None,
-    }))
+    })
 }
 
-/// Plans a request: explicit steps pass through; a goal alone cannot be planned yet.
-pub fn plan(req: &JobRequest) -> Outcome {
-    pass_through(req).unwrap_or_else(|| {
-        Outcome::Reject(
-            "planning from a goal alone is not available yet: give explicit `steps` \
-             (for example `skynet submit -- cargo test`)"
-                .into(),
-        )
-    })
+/// Plans a request that carries explicit steps: skills are expanded, every other step goes
+/// to policy unchanged. `None` for a goal-only request.
+pub fn pass_through(req: &JobRequest, skills: &Skills) -> Option<Outcome> {
+    let steps = req.steps.as_ref()?;
+    Some(finish(steps, skills, "passthrough"))
+}
+
+/// Plans a goal with the offline rules planner.
+pub fn rules(goal: &str, req: &JobRequest, skills: &Skills) -> Outcome {
+    match crate::rules::plan(goal, req, skills) {
+        Ok(steps) => finish(&steps, skills, "rules"),
+        Err(reason) => Outcome::Reject(reason),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn skills() -> Skills {
+        Skills::builtin().unwrap()
+    }
 
     #[test]
     fn explicit_steps_pass_through_unchanged() {
@@ -82,7 +124,7 @@ mod tests {
             br#"{"goal":"g","steps":[{"action":"shell","cmd":"ls","cwd":"~"}]}"#,
         )
         .unwrap();
-        match plan(&req) {
+        match pass_through(&req, &skills()).unwrap() {
             Outcome::Plan(p) => {
                 assert_eq!(&p.steps, req.steps.as_ref().unwrap());
                 assert_eq!(p.planner, "passthrough");
@@ -93,11 +135,54 @@ mod tests {
     }
 
     #[test]
-    fn a_goal_alone_is_rejected_with_a_reason() {
-        let req = JobRequest::from_slice(br#"{"goal":"run the tests"}"#).unwrap();
-        match plan(&req) {
-            Outcome::Reject(reason) => assert!(reason.contains("goal alone")),
-            other => panic!("{other:?}"),
-        }
+    fn skills_in_requests_are_expanded_and_summarised_by_name() {
+        let req = JobRequest::from_slice(
+            br#"{"steps":[{"action":"skill","name":"disk_usage","args":{"path":"~/src"}}]}"#,
+        )
+        .unwrap();
+        let Outcome::Plan(p) = pass_through(&req, &skills()).unwrap() else {
+            panic!()
+        };
+        assert!(p.steps.iter().all(|s| !matches!(s, Step::Skill { .. })));
+        assert!(
+            p.summary
+                .starts_with("Run one step: disk_usage with path ~/src (Shows how full"),
+            "{}",
+            p.summary
+        );
+    }
+
+    #[test]
+    fn skills_with_bad_arguments_reject_the_request() {
+        let req = JobRequest::from_slice(
+            br#"{"steps":[{"action":"shell","cmd":"ls"},{"action":"skill","name":"git_commit","args":{"repo":"~/r"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pass_through(&req, &skills()).unwrap(),
+            Outcome::Reject(
+                "`steps[1]`: skill git_commit: argument `message` is required (the commit message)"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_goal_alone_is_planned_by_the_rules_or_rejected_with_a_reason() {
+        let req = JobRequest::from_slice(br#"{"goal":"run the tests in ~/app"}"#).unwrap();
+        assert!(pass_through(&req, &skills()).is_none());
+        let Outcome::Plan(p) = rules("run the tests in ~/app", &req, &skills()) else {
+            panic!()
+        };
+        assert_eq!(p.planner, "rules");
+        assert!(
+            p.summary.contains("run_tests with dir ~/app"),
+            "{}",
+            p.summary
+        );
+        let Outcome::Reject(reason) = rules("make coffee", &req, &skills()) else {
+            panic!()
+        };
+        assert!(reason.contains("does not understand"), "{reason}");
     }
 }

@@ -18,13 +18,17 @@ pub enum Existing {
     Update,
 }
 
-/// Creates every stream, the worker registry and the object stores. Safe to call from many
-/// services at once.
+/// Creates every stream, the key-value buckets (worker registry, planner usage) and the
+/// object stores. Safe to call from many services at once.
 pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyhow::Result<()> {
     for config in streams::all(r) {
         ensure_stream(js, config, existing).await?;
     }
-    for kv in [streams::workers_kv(r), streams::sentinel_kv(r)] {
+    for kv in [
+        streams::workers_kv(r),
+        streams::sentinel_kv(r),
+        streams::planner_usage_kv(r),
+    ] {
         let bucket = kv.bucket.clone();
         if existing == Existing::Update || js.get_key_value(&bucket).await.is_err() {
             js.create_or_update_key_value(kv)

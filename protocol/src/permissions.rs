@@ -262,7 +262,15 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             read(&mut p, streams::EVENTS);
             read(&mut p, streams::LOGS);
             obj_read(&mut p, streams::ARTIFACTS_BUCKET);
-            p.subscribe.push("$SRV.>".into());
+            // Watching live (`nats sub 'skynet.events.>'`), and standard NATS tools, which
+            // use the shared `_INBOX.` prefix: a CLI may read every job anyway.
+            p.subscribe.extend([
+                "$SRV.>".into(),
+                subjects::EVENTS_ALL.into(),
+                subjects::LOGS_ALL.into(),
+                subjects::ALERTS.into(),
+                "_INBOX.>".into(),
+            ]);
         }
         Role::Worker(id) => {
             let consumer = streams::work_consumer_name(id);

@@ -42,6 +42,12 @@ enum CredsCommand {
         #[arg(long, env = "SKYNET_CREDS_DIR", default_value = "./skynet-creds")]
         dir: PathBuf,
     },
+    /// Give an identity a new key (a lost laptop, a leaked seed); reload the server after.
+    Rotate {
+        name: String,
+        #[arg(long, env = "SKYNET_CREDS_DIR", default_value = "./skynet-creds")]
+        dir: PathBuf,
+    },
     /// List the identities and their public keys.
     Show {
         #[arg(long, env = "SKYNET_CREDS_DIR", default_value = "./skynet-creds")]
@@ -96,6 +102,24 @@ pub fn main(args: CredsArgs) -> Result<ExitCode, ConfigError> {
                 if approver { " (approver)" } else { "" },
                 identity.public_key,
                 creds.seed_path(&identity.name).display()
+            );
+        }
+        CredsCommand::Rotate { name, dir } => {
+            let mut creds = CredsDir::open(&dir)?;
+            let identity = creds.rotate(&name)?;
+            println!(
+                "{}: new key {}\n  seed: {}\nReload the server (nats-server --signal reload) and give the new seed to its owner.{}",
+                identity.name,
+                identity.public_key,
+                creds.seed_path(&identity.name).display(),
+                if identity.name == "policy" {
+                    format!(
+                        "\nWorkers must trust the new policy key: {} (keep the old key in their trust file until they have it).",
+                        dir.join("trusted-keys").display()
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         CredsCommand::Show { dir } => show(&CredsDir::open(&dir)?),

@@ -190,6 +190,25 @@ impl CredsDir {
         Ok(identity)
     }
 
+    /// Replaces identity `name`'s key with a new one (same kind and rights). The old key
+    /// stops working once the server reloads the configuration.
+    pub fn rotate(&mut self, name: &str) -> Result<Identity, ConfigError> {
+        let old = self
+            .identity(name)
+            .cloned()
+            .ok_or_else(|| ConfigError::new("name", format!("no identity {name:?}")))?;
+        let path = self.seed_path(name);
+        // Keep the old seed aside rather than destroying it outright.
+        let aside = self.dir.join(format!(
+            "{name}.nk.rotated-{}",
+            skynet_protocol::time::now_ms()
+        ));
+        std::fs::rename(&path, &aside).map_err(|e| io(&path, e))?;
+        let new = self.add(&old.name, &old.kind, old.approver, old.worker.clone())?;
+        self.save()?;
+        Ok(new)
+    }
+
     /// The `authorization` block for every identity.
     pub fn authorization(&self) -> String {
         let users: Vec<(String, Role)> = self
@@ -265,6 +284,13 @@ mod tests {
         assert!(conf.contains("skynet.control.laptop-1"));
         let trusted = std::fs::read_to_string(dir.join("trusted-keys")).unwrap();
         assert!(trusted.contains(&policy_key));
+        // Rotation gives a new key, and the configuration follows.
+        let old_cli = c.identity("cli").unwrap().public_key.clone();
+        let new_cli = c.rotate("cli").unwrap().public_key;
+        assert_ne!(old_cli, new_cli);
+        let conf = std::fs::read_to_string(dir.join("nats-server.conf")).unwrap();
+        assert!(conf.contains(&new_cli) && !conf.contains(&old_cli));
+        assert!(c.identity("cli").unwrap().approver);
         // Running init again keeps every key.
         let again = CredsDir::init(&dir, server).unwrap();
         assert_eq!(again.identity("policy").unwrap().public_key, policy_key);

@@ -246,6 +246,8 @@ impl CredsDir {
             serde_json::to_string_pretty(&self.index).unwrap_or_default(),
         )?;
         write("nats-server.conf", self.server_config())?;
+        // For server configurations of your own (TLS, clusters): `include authorization.conf`.
+        write("authorization.conf", self.authorization())?;
         let policy = self
             .identity("policy")
             .map(|i| i.public_key.clone())

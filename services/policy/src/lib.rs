@@ -58,6 +58,8 @@ struct Track {
     timeout_s: u64,
     expires_ms: Option<i64>,
     approved: bool,
+    /// The worker and attempt of the latest `dispatched`.
+    dispatched: Option<(WorkerId, u32)>,
     /// Attempts whose spec this process already sent.
     sent: Option<u32>,
 }
@@ -175,6 +177,9 @@ impl Engine {
                 track.expires_ms =
                     skynet_protocol::time::parse(&expires_at).map(skynet_protocol::time::unix_ms);
             }
+            EventKind::Dispatched { worker, attempt } => {
+                track.dispatched = Some((worker, attempt));
+            }
             EventKind::Approved { seal, .. } => {
                 // Only an approval policy sealed (for this job and this plan) counts.
                 track.approved = seal.as_deref().is_some_and(|s| {
@@ -277,19 +282,10 @@ impl Engine {
 
     /// Signs and sends the spec of a dispatched job.
     async fn send_spec(&mut self, job: &JobId) -> anyhow::Result<()> {
-        let last = self.log.last(job).await?;
-        let Some(Stored {
-            event:
-                Event {
-                    kind: EventKind::Dispatched { worker, attempt },
-                    ..
-                },
-            ..
-        }) = last
-        else {
+        let Some(track) = self.jobs.get_mut(job) else {
             return Ok(());
         };
-        let Some(track) = self.jobs.get_mut(job) else {
+        let Some((worker, attempt)) = track.dispatched.clone() else {
             return Ok(());
         };
         if track.sent == Some(attempt) {

@@ -115,3 +115,29 @@ async fn services_and_workers_carry_on_after_nats_restarts() {
     assert!(stack.output(&after).await.contains("after"));
     stack.ledger_state(&after, JobState::Succeeded).await;
 }
+
+#[tokio::test]
+async fn the_ledger_rebuilds_its_database_from_the_stream_when_the_file_is_gone() {
+    let mut stack = Stack::start_with(Options {
+        policy: Some(PERMISSIVE_POLICY.into()),
+        ..Default::default()
+    })
+    .await;
+    let _w = stack.add_worker(stack.worker_config("w1")).await;
+    let done = stack.submit_shell("echo one").await;
+    let denied = stack.submit_shell("rm -rf ~").await;
+    stack.wait_state(&done, JobState::Succeeded).await;
+    stack.wait_state(&denied, JobState::Denied).await;
+    stack.ledger_state(&denied, JobState::Denied).await;
+
+    stack.stop_service("ledger").await;
+    let db = stack.path("ledger").join("ledger.db");
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    stack.start_service("ledger").await;
+    let view = stack.ledger_state(&done, JobState::Succeeded).await;
+    assert_eq!(view["history"].as_array().unwrap().len(), 6, "{view}");
+    stack.ledger_state(&denied, JobState::Denied).await;
+    assert!(db.exists());
+}

@@ -279,3 +279,38 @@ async fn two_sentinels_raise_each_alert_once() {
     assert_eq!(count(AlertKind::WorkerOffline), 1, "{alerts:?}");
     assert_eq!(count(AlertKind::WorkerOnline), 1, "{alerts:?}");
 }
+
+#[tokio::test]
+async fn a_job_past_its_time_limit_that_nobody_ends_is_timed_out_by_the_sentinel() {
+    let mut options = permissive();
+    options.sentinel.overdue_grace = Duration::from_millis(500);
+    let mut stack = Stack::start_with(options).await;
+    let _w = stack.add_worker(stack.worker_config("w1")).await;
+    let job = stack
+        .submit(serde_json::json!({"timeout_s": 2, "steps": [{"action": "shell", "cmd": "echo started; sleep 30"}]}))
+        .await;
+    stack.wait_output(&job, "started").await;
+    // With the dispatcher gone, nobody relays the worker's own time-out.
+    stack.stop_service("dispatcher").await;
+    let done = stack.wait_terminal(&job).await;
+    let EventKind::TimedOut(f) = &done.kind else {
+        panic!("{done:?}")
+    };
+    assert!(
+        f.error.as_deref().unwrap_or("").starts_with("overdue"),
+        "{f:?}"
+    );
+    stack
+        .wait_alert(|a| a.kind == AlertKind::JobOverdue && a.job_id.as_ref() == Some(&job))
+        .await;
+    // Back, the dispatcher drops the worker's late report of an ended job.
+    stack.start_service("dispatcher").await;
+    let after = stack.submit_shell("echo next").await;
+    stack.wait_state(&after, JobState::Succeeded).await;
+    let events = stack.events(&job).await;
+    assert_eq!(
+        events.iter().filter(|e| e.state().is_terminal()).count(),
+        1,
+        "{events:?}"
+    );
+}

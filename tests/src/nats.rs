@@ -192,8 +192,10 @@ impl NatsServer {
         self.reload();
     }
 
-    /// Makes the server re-read its configuration file.
+    /// Makes the server re-read its configuration file, and waits until it says it did.
     pub fn reload(&self) {
+        let reloads = || self.log().matches("Reloaded server configuration").count();
+        let before = reloads();
         let child = self.child.as_ref().expect("server is running");
         let status = Command::new(server_binary())
             .arg("--signal")
@@ -201,9 +203,15 @@ impl NatsServer {
             .status()
             .expect("signalling nats-server");
         assert!(status.success(), "nats-server --signal reload failed");
-        // The reload is applied asynchronously; a new connection with the new identities
-        // is retried by the caller's connect.
-        std::thread::sleep(Duration::from_millis(200));
+        for _ in 0..500 {
+            if reloads() > before {
+                return;
+            }
+            let log = self.log();
+            assert!(!log.contains("Failed to reload"), "reload failed:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("nats-server did not reload within 5 s:\n{}", self.log());
     }
 
     /// A client connected to this server (for tests that talk NATS directly).

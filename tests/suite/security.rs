@@ -39,6 +39,8 @@ async fn the_whole_pipeline_runs_with_every_identity_confined_to_its_permissions
         .unwrap();
     stack.wait_state(&job, JobState::Succeeded).await;
     assert!(w.home().join("made.txt").exists());
+    // The ledger's view follows the stream a moment later.
+    stack.ledger_state(&job, JobState::Succeeded).await;
     let view: serde_json::Value = skynet_runtime::api::call(
         &cli,
         subjects::api::JOBS_GET,
@@ -228,6 +230,7 @@ async fn the_cli_identity_submits_reads_and_cancels_but_only_approvers_approve()
 
     let gated = stack.submit_shell("approve-me please").await;
     stack.wait_state(&gated, JobState::AwaitingApproval).await;
+    stack.ledger_state(&gated, JobState::AwaitingApproval).await;
     let (viewer, mut errors) = stack.raw_client("cli-viewer").await;
     let body = serde_json::json!({"job_id": gated}).to_string();
     let got = viewer

@@ -22,12 +22,12 @@ use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::jetstream;
-use futures::StreamExt;
 use skynet_protocol::api::{ApiError, CancelRequest, StateReply};
 use skynet_protocol::event::Finished;
 use skynet_protocol::worker::{ControlRequest, ControlStatus, StopReason, WorkerInfo};
 use skynet_protocol::{Event, EventKind, JobId, JobState, WorkerId, streams, subjects};
-use skynet_runtime::events::{AppendError, EventLog, Stored, Transition};
+use skynet_runtime::events::{AppendError, EventLog, Phase, Stored, Transition};
+use skynet_runtime::placement::Placement;
 use skynet_runtime::registry::{self, Update};
 use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use skynet_runtime::{Shutdown, api};
@@ -57,17 +57,9 @@ impl Default for Config {
 /// What the dispatcher knows of a job that has not ended.
 #[derive(Debug, Default, Clone)]
 struct Job {
-    seq: u64,
-    state: Option<JobState>,
-    want_worker: Option<WorkerId>,
-    labels: Vec<String>,
-    timeout_s: u64,
-    attempt: u32,
-    worker: Option<WorkerId>,
+    p: Placement,
     /// Stream position at which it started waiting, for first-come first-served.
     queued_at: u64,
-    /// When its current attempt was dispatched (ms); its time limit counts from here.
-    clock_ms: Option<i64>,
     timeout_nudged: bool,
     cancel_since_ms: Option<i64>,
     last_nudge_ms: i64,
@@ -107,13 +99,6 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         ));
     }
 
-    let caught_up_at = js
-        .get_stream(streams::EVENTS)
-        .await?
-        .info()
-        .await?
-        .state
-        .last_sequence;
     let mut d = Dispatcher {
         cfg,
         client: client.clone(),
@@ -125,41 +110,36 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         withdrawals: Vec::new(),
     };
     let mut registry = registry::watch(js.clone(), shutdown.clone());
-    let events = log.follow(1).await?;
-    futures::pin_mut!(events);
+    let mut events = log.replay().await?;
     let mut relay = relay::Relay::start(&js, &tasks).await?;
-    let mut live = caught_up_at == 0;
-    if live {
-        tracing::info!("dispatcher ready");
-    }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             next = events.next() => match next {
-                Some(Ok(stored)) => {
-                    let seq = stored.seq;
+                Some(Ok((stored, phase))) => {
                     let job = stored.event.job_id.clone();
                     let state = stored.event.state();
                     d.apply(stored);
-                    if live {
-                        d.react(&job, state).await;
-                    } else if seq >= caught_up_at {
-                        live = true;
-                        tracing::info!(jobs = d.jobs.len(), "dispatcher caught up");
-                        d.reconcile().await;
+                    match phase {
+                        Phase::Live => d.react(&job, state).await,
+                        Phase::CaughtUp => {
+                            tracing::info!(jobs = d.jobs.len(), "dispatcher caught up");
+                            d.reconcile().await;
+                        }
+                        Phase::Replay => {}
                     }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "following events"),
                 None => anyhow::bail!("event stream ended"),
             },
-            Some(update) = registry.recv() => d.on_registry(update, live).await,
-            msg = relay.next(), if live => match msg {
+            Some(update) = registry.recv() => d.on_registry(update, events.is_live()).await,
+            msg = relay.next(), if events.is_live() => match msg {
                 Some(msg) => d.relay(&relay, msg).await,
                 None => anyhow::bail!("worker outbox consumer ended"),
             },
-            _ = tick.tick(), if live => d.on_tick().await,
+            _ = tick.tick(), if events.is_live() => d.on_tick().await,
         }
     }
     // Closing the relay ends its acker once the last relayed output is stored.
@@ -172,58 +152,34 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
 impl Dispatcher {
     fn apply(&mut self, stored: Stored) {
         let Stored { seq, event } = stored;
-        let state = event.state();
-        if state.is_terminal() {
+        if event.state().is_terminal() {
             self.jobs.remove(&event.job_id);
             self.ended.insert(event.job_id);
             return;
         }
         let job = self.jobs.entry(event.job_id.clone()).or_default();
-        if seq <= job.seq {
+        let before = job.p.worker.clone().map(|w| (w, job.p.attempt));
+        if !job.p.apply(seq, &event) {
             return;
         }
-        job.seq = seq;
-        job.state = Some(state);
-        let at_ms = skynet_protocol::time::parse(&event.at).map(skynet_protocol::time::unix_ms);
-        match event.kind {
-            EventKind::Received { request } => {
-                job.timeout_s = request.timeout();
-                job.want_worker = request.worker;
-                job.labels = request.labels;
-            }
+        match &event.kind {
             EventKind::Approved { .. } => job.queued_at = seq,
-            EventKind::Queued { attempt, .. } => {
-                if let Some(old) = job.worker.take() {
-                    self.withdrawals
-                        .push((old, event.job_id.clone(), job.attempt));
+            EventKind::Queued { .. } => {
+                // Taken back from a worker: its old attempt is withdrawn.
+                if let Some((old, attempt)) = before {
+                    self.withdrawals.push((old, event.job_id.clone(), attempt));
                 }
-                job.attempt = attempt;
-                job.worker = None;
-                job.clock_ms = None;
                 job.timeout_nudged = false;
                 job.queued_at = seq;
             }
-            EventKind::Dispatched { worker, attempt } => {
-                job.worker = Some(worker);
-                job.attempt = attempt;
-                job.clock_ms = at_ms;
-                job.timeout_nudged = false;
-            }
-            EventKind::Running { worker, attempt } => {
-                job.worker = Some(worker);
-                job.attempt = attempt;
-                if job.clock_ms.is_none() {
-                    job.clock_ms = at_ms;
-                }
-            }
+            EventKind::Dispatched { .. } => job.timeout_nudged = false,
             EventKind::CancelRequested { .. } => {
-                job.cancel_since_ms = at_ms.or(Some(skynet_protocol::time::now_ms()));
+                let at =
+                    skynet_protocol::time::parse(&event.at).map(skynet_protocol::time::unix_ms);
+                job.cancel_since_ms = at.or(Some(skynet_protocol::time::now_ms()));
                 job.last_nudge_ms = 0;
             }
             _ => {}
-        }
-        if job.timeout_s == 0 {
-            job.timeout_s = skynet_protocol::job::DEFAULT_TIMEOUT_S;
         }
     }
 
@@ -234,7 +190,7 @@ impl Dispatcher {
         let mut approved: Vec<(u64, JobId)> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.state == Some(JobState::Approved))
+            .filter(|(_, j)| j.p.state == Some(JobState::Approved))
             .map(|(id, j)| (j.queued_at, id.clone()))
             .collect();
         approved.sort();
@@ -267,7 +223,7 @@ impl Dispatcher {
             return Ok(false);
         };
         let event = Event::now(job.clone(), kind);
-        match self.log.append(&event, Some(j.seq)).await {
+        match self.log.append(&event, Some(j.p.seq)).await {
             Ok(seq) => {
                 self.apply(Stored { seq, event });
                 Ok(true)
@@ -286,7 +242,7 @@ impl Dispatcher {
         self.jobs
             .values()
             .filter(|j| {
-                j.worker.as_ref() == Some(worker) && j.state.is_some_and(JobState::on_worker)
+                j.p.worker.as_ref() == Some(worker) && j.p.state.is_some_and(JobState::on_worker)
             })
             .count()
     }
@@ -297,7 +253,7 @@ impl Dispatcher {
         self.workers
             .values()
             .filter(|w| w.is_online(now, self.cfg.missed_heartbeats))
-            .filter(|w| w.matches(job.want_worker.as_ref(), &job.labels))
+            .filter(|w| w.matches(job.p.want_worker.as_ref(), &job.p.labels))
             .map(|w| (self.load(&w.id), w))
             .filter(|(load, w)| *load < w.max_jobs as usize)
             .min_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| a.id.cmp(&b.id)))
@@ -310,11 +266,11 @@ impl Dispatcher {
             let Some(job) = self.jobs.get(id) else {
                 return false;
             };
-            let state = job.state;
+            let state = job.p.state;
             if !matches!(state, Some(JobState::Approved | JobState::Queued)) {
                 return false;
             }
-            let attempt = job.attempt.max(1);
+            let attempt = job.p.attempt.max(1);
             let kind = match self.pick(job) {
                 Some(worker) => EventKind::Dispatched { worker, attempt },
                 None if state == Some(JobState::Approved) => EventKind::Queued {
@@ -327,7 +283,7 @@ impl Dispatcher {
             match self.write(id, kind).await {
                 Ok(true) => {
                     if dispatching {
-                        tracing::info!(job_id = %id, worker = ?self.jobs.get(id).and_then(|j| j.worker.clone()), attempt, "dispatched");
+                        tracing::info!(job_id = %id, worker = ?self.jobs.get(id).and_then(|j| j.p.worker.clone()), attempt, "dispatched");
                     }
                     return dispatching;
                 }
@@ -346,13 +302,16 @@ impl Dispatcher {
         let matching: Vec<&WorkerInfo> = self
             .workers
             .values()
-            .filter(|w| w.matches(job.want_worker.as_ref(), &job.labels))
+            .filter(|w| w.matches(job.p.want_worker.as_ref(), &job.p.labels))
             .collect();
         if matching.is_empty() {
-            match (&job.want_worker, job.labels.is_empty()) {
+            match (&job.p.want_worker, job.p.labels.is_empty()) {
                 (Some(w), _) => format!("waiting for worker {w}"),
                 (None, false) => {
-                    format!("waiting for a worker with labels {}", job.labels.join(","))
+                    format!(
+                        "waiting for a worker with labels {}",
+                        job.p.labels.join(",")
+                    )
                 }
                 (None, true) => "waiting for a worker".into(),
             }
@@ -371,7 +330,7 @@ impl Dispatcher {
         let mut waiting: Vec<(u64, JobId)> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.state == Some(JobState::Queued))
+            .filter(|(_, j)| j.p.state == Some(JobState::Queued))
             .map(|(id, j)| (j.queued_at, id.clone()))
             .collect();
         if waiting.is_empty() {
@@ -408,7 +367,7 @@ impl Dispatcher {
             let current = self
                 .jobs
                 .get(job)
-                .is_some_and(|j| j.worker.as_ref() == Some(worker));
+                .is_some_and(|j| j.p.worker.as_ref() == Some(worker));
             if !current {
                 tracing::info!(job_id = %job, worker = %worker, "worker runs a job that is not its own; stopping it");
                 self.control(worker, job, 0, StopReason::Fenced);
@@ -430,13 +389,13 @@ impl Dispatcher {
         let due: Vec<(JobId, Option<WorkerId>, u32, i64)> = self
             .jobs
             .iter()
-            .filter(|(_, j)| j.state == Some(JobState::CancelRequested))
+            .filter(|(_, j)| j.p.state == Some(JobState::CancelRequested))
             .filter(|(_, j)| now - j.last_nudge_ms >= 2_000)
             .map(|(id, j)| {
                 (
                     id.clone(),
-                    j.worker.clone(),
-                    j.attempt,
+                    j.p.worker.clone(),
+                    j.p.attempt,
                     j.cancel_since_ms.unwrap_or(now),
                 )
             })
@@ -480,16 +439,16 @@ impl Dispatcher {
         let over: Vec<(JobId, WorkerId, u32, bool, i64)> = self
             .jobs
             .iter()
-            .filter(|(_, j)| matches!(j.state, Some(JobState::Dispatched | JobState::Running)))
+            .filter(|(_, j)| matches!(j.p.state, Some(JobState::Dispatched | JobState::Running)))
             .filter_map(|(id, j)| {
-                let deadline = j.clock_ms? + j.timeout_s as i64 * 1000 + grace;
+                let deadline = j.p.clock_ms? + j.p.timeout_s as i64 * 1000 + grace;
                 if now < deadline {
                     return None;
                 }
                 Some((
                     id.clone(),
-                    j.worker.clone()?,
-                    j.attempt,
+                    j.p.worker.clone()?,
+                    j.p.attempt,
                     j.timeout_nudged,
                     deadline,
                 ))

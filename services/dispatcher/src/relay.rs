@@ -156,9 +156,9 @@ impl Dispatcher {
 
     fn is_current(&self, job: &JobId, worker: &WorkerId, attempt: Option<u32>) -> bool {
         self.jobs.get(job).is_some_and(|j| {
-            j.worker.as_ref() == Some(worker)
-                && attempt.is_none_or(|a| a == j.attempt)
-                && j.state.is_some_and(JobState::on_worker)
+            j.p.worker.as_ref() == Some(worker)
+                && attempt.is_none_or(|a| a == j.p.attempt)
+                && j.p.state.is_some_and(JobState::on_worker)
         })
     }
 
@@ -182,7 +182,7 @@ impl Dispatcher {
                 self.stale(worker, job, attempt);
                 return Ok(());
             }
-            let Some(state) = self.jobs.get(job).and_then(|j| j.state) else {
+            let Some(state) = self.jobs.get(job).and_then(|j| j.p.state) else {
                 return Ok(());
             };
             let kind = match (&report, state) {

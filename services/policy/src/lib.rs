@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use async_nats::Client;
 use async_nats::jetstream::{self, message::PublishMessage};
-use futures::StreamExt;
 use skynet_protocol::api::{ApiError, DecisionRequest, StateReply};
 use skynet_protocol::spec::{ExecutionSpec, plan_hash};
-use skynet_protocol::{Event, EventKind, JobId, JobState, Step, WorkerId, streams, subjects};
-use skynet_runtime::events::{AppendError, EventLog, Stored, Transition};
+use skynet_protocol::{Event, EventKind, JobId, JobState, Step, WorkerId, subjects};
+use skynet_runtime::events::{AppendError, EventLog, Phase, Stored, Transition};
 use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use skynet_runtime::{Shutdown, api};
 use tokio_util::sync::CancellationToken;
@@ -100,44 +99,35 @@ pub async fn run(
         ));
     }
 
-    let caught_up_at = js
-        .get_stream(streams::EVENTS)
-        .await?
-        .info()
-        .await?
-        .state
-        .last_sequence;
     let mut engine = Engine {
         config,
         log: log.clone(),
         js,
         jobs: HashMap::new(),
     };
-    let events = log.follow(1).await?;
-    futures::pin_mut!(events);
-    let mut live = caught_up_at == 0;
+    let mut events = log.replay().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             next = events.next() => match next {
-                Some(Ok(stored)) => {
-                    let seq = stored.seq;
+                Some(Ok((stored, phase))) => {
                     let job = stored.event.job_id.clone();
                     engine.apply(stored);
-                    if live {
-                        engine.react(&job).await;
-                    } else if seq >= caught_up_at {
-                        live = true;
-                        tracing::info!(jobs = engine.jobs.len(), "caught up with the event stream");
-                        engine.reconcile().await;
+                    match phase {
+                        Phase::Live => engine.react(&job).await,
+                        Phase::CaughtUp => {
+                            tracing::info!(jobs = engine.jobs.len(), "caught up with the event stream");
+                            engine.reconcile().await;
+                        }
+                        Phase::Replay => {}
                     }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "following events"),
                 None => anyhow::bail!("event stream ended"),
             },
-            _ = tick.tick(), if live => engine.expire_due().await,
+            _ = tick.tick(), if events.is_live() => engine.expire_due().await,
         }
     }
     let _ = service.stop().await;

@@ -208,6 +208,68 @@ impl EventLog {
     }
 }
 
+/// Where a replaying follower is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Rebuilding state from history: do not act yet.
+    Replay,
+    /// This event completes the history as it was at start: reconcile, then act.
+    CaughtUp,
+    /// A new event: act on it.
+    Live,
+}
+
+/// Every event from the start, each tagged with whether it is history or news: the way a
+/// service that keeps its state only in memory rebuilds it after a restart.
+pub struct Replay {
+    events: std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Stored>> + Send>>,
+    caught_up_at: u64,
+    live: bool,
+}
+
+impl Replay {
+    /// True once history has been replayed (from the start when there was none).
+    pub fn is_live(&self) -> bool {
+        self.live
+    }
+
+    /// The next event and its phase; `None` if the stream ended.
+    pub async fn next(&mut self) -> Option<anyhow::Result<(Stored, Phase)>> {
+        let stored = match self.events.next().await? {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        let phase = if self.live {
+            Phase::Live
+        } else if stored.seq >= self.caught_up_at {
+            self.live = true;
+            Phase::CaughtUp
+        } else {
+            Phase::Replay
+        };
+        Some(Ok((stored, phase)))
+    }
+}
+
+impl EventLog {
+    /// Follows every job's events from the start; see [`Replay`].
+    pub async fn replay(&self) -> anyhow::Result<Replay> {
+        let caught_up_at = self
+            .js
+            .get_stream(streams::EVENTS)
+            .await?
+            .info()
+            .await?
+            .state
+            .last_sequence;
+        Ok(Replay {
+            events: Box::pin(self.follow(1).await?),
+            caught_up_at,
+            live: caught_up_at == 0,
+        })
+    }
+}
+
 /// What [`EventLog::transition`] did.
 #[derive(Debug)]
 pub enum Transition {

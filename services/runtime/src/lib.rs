@@ -10,6 +10,7 @@ pub mod creds;
 pub mod events;
 pub mod keys;
 pub mod logs;
+pub mod placement;
 pub mod registry;
 pub mod service;
 pub mod setup;

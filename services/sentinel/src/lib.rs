@@ -36,7 +36,8 @@ use skynet_protocol::alert::{Alert, AlertKind};
 use skynet_protocol::event::Finished;
 use skynet_protocol::worker::WorkerInfo;
 use skynet_protocol::{Event, EventKind, JobId, JobState, WorkerId, streams, subjects};
-use skynet_runtime::events::{AppendError, EventLog, Stored};
+use skynet_runtime::events::{AppendError, EventLog, Phase, Stored};
+use skynet_runtime::placement::Placement;
 use skynet_runtime::registry::{self, Update};
 use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use tokio::sync::mpsc;
@@ -90,16 +91,7 @@ struct WorkerView {
 
 #[derive(Debug, Default)]
 struct Job {
-    seq: u64,
-    state: Option<JobState>,
-    want_worker: Option<WorkerId>,
-    labels: Vec<String>,
-    retries: u32,
-    timeout_s: u64,
-    attempt: u32,
-    worker: Option<WorkerId>,
-    /// When the current attempt was dispatched (ms, event time).
-    clock_ms: Option<i64>,
+    p: Placement,
     /// Last sign of life: an event, or the output count moving.
     activity: Option<Instant>,
     progress: Option<u64>,
@@ -154,16 +146,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     };
     let mut registry = registry::watch(js.clone(), shutdown.clone());
     let mut conditions = watch_conditions(conditions_kv, shutdown.clone());
-    let caught_up_at = js
-        .get_stream(streams::EVENTS)
-        .await?
-        .info()
-        .await?
-        .state
-        .last_sequence;
-    let events = log.follow(1).await?;
-    futures::pin_mut!(events);
-    let mut live = caught_up_at == 0;
+    let mut events = log.replay().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!("sentinel watching");
@@ -171,11 +154,9 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         tokio::select! {
             _ = shutdown.cancelled() => break,
             next = events.next() => match next {
-                Some(Ok(stored)) => {
-                    let seq = stored.seq;
+                Some(Ok((stored, phase))) => {
                     s.apply(stored);
-                    if !live && seq >= caught_up_at {
-                        live = true;
+                    if phase == Phase::CaughtUp {
                         tracing::info!(jobs = s.jobs.len(), "sentinel caught up");
                     }
                 }
@@ -186,7 +167,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
             Some(update) = conditions.recv() => s.on_condition(update),
             _ = tick.tick() => {
                 s.watch_connection();
-                if live {
+                if events.is_live() {
                     s.check().await;
                 }
             }
@@ -277,51 +258,22 @@ impl Sentinel {
 
     fn apply(&mut self, stored: Stored) {
         let Stored { seq, event } = stored;
-        let state = event.state();
-        if state.is_terminal() {
+        if event.state().is_terminal() {
             self.jobs.remove(&event.job_id);
             return;
         }
         let job = self.jobs.entry(event.job_id.clone()).or_default();
-        if seq <= job.seq {
+        if !job.p.apply(seq, &event) {
             return;
         }
-        job.seq = seq;
-        job.state = Some(state);
         job.activity = Some(Instant::now());
-        let at_ms = skynet_protocol::time::parse(&event.at).map(skynet_protocol::time::unix_ms);
-        match event.kind {
-            EventKind::Received { request } => {
-                job.want_worker = request.worker.clone();
-                job.labels = request.labels.clone();
-                job.retries = request.retries;
-                job.timeout_s = request.timeout();
-            }
-            EventKind::Queued { attempt, .. } => {
-                job.attempt = attempt;
-                job.worker = None;
-                job.clock_ms = None;
-                job.progress = None;
-            }
-            EventKind::Dispatched { worker, attempt } => {
-                job.worker = Some(worker);
-                job.attempt = attempt;
-                job.clock_ms = at_ms;
-                job.progress = None;
-            }
-            EventKind::Running { worker, attempt } => {
-                job.worker = Some(worker);
-                job.attempt = attempt;
-                if job.clock_ms.is_none() {
-                    job.clock_ms = at_ms;
-                }
-            }
-            _ => {}
+        if matches!(
+            event.kind,
+            EventKind::Queued { .. } | EventKind::Dispatched { .. }
+        ) {
+            job.progress = None;
         }
-        if job.timeout_s == 0 {
-            job.timeout_s = skynet_protocol::job::DEFAULT_TIMEOUT_S;
-        }
-        if state != JobState::Queued {
+        if job.p.state != Some(JobState::Queued) {
             job.unroutable_since = None;
         }
     }
@@ -332,7 +284,7 @@ impl Sentinel {
                 let info = *info;
                 for (job, count) in &info.progress {
                     if let Some(j) = self.jobs.get_mut(job)
-                        && j.worker.as_ref() == Some(&info.id)
+                        && j.p.worker.as_ref() == Some(&info.id)
                         && j.progress != Some(*count)
                     {
                         j.progress = Some(*count);
@@ -492,7 +444,7 @@ impl Sentinel {
             .iter()
             .filter_map(|(k, c)| {
                 let job = c.value.alert.job_id.as_ref()?;
-                let state = self.jobs.get(job).and_then(|j| j.state);
+                let state = self.jobs.get(job).and_then(|j| j.p.state);
                 let over = match c.value.alert.kind {
                     AlertKind::JobStalled => state != Some(JobState::Running),
                     AlertKind::JobUnroutable => state != Some(JobState::Queued),
@@ -520,9 +472,9 @@ impl Sentinel {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            let state = job.state;
+            let state = job.p.state;
             // Lost: its worker is offline.
-            if let Some(w) = job.worker.clone()
+            if let Some(w) = job.p.worker.clone()
                 && matches!(state, Some(JobState::Dispatched | JobState::Running))
                 && self.is_offline(&w)
             {
@@ -536,10 +488,10 @@ impl Sentinel {
             if matches!(
                 state,
                 Some(JobState::Dispatched | JobState::Running | JobState::CancelRequested)
-            ) && let Some(clock) = job.clock_ms
+            ) && let Some(clock) = job.p.clock_ms
                 && now_ms
                     > clock
-                        + job.timeout_s as i64 * 1000
+                        + job.p.timeout_s as i64 * 1000
                         + self.cfg.overdue_grace.as_millis() as i64
             {
                 self.overdue(&id).await;
@@ -558,12 +510,12 @@ impl Sentinel {
                 if quiet >= self.cfg.stall_after && raised.is_none() {
                     let detail = format!(
                         "job {id} on {} produced no output for {}",
-                        job.worker.as_ref().map(|w| w.as_str()).unwrap_or("?"),
+                        job.p.worker.as_ref().map(|w| w.as_str()).unwrap_or("?"),
                         humantime::format_duration(Duration::from_secs(quiet.as_secs()))
                     );
                     let alert = self.alert(
                         AlertKind::JobStalled,
-                        job.worker.as_ref(),
+                        job.p.worker.as_ref(),
                         Some(&id),
                         detail,
                     );
@@ -573,7 +525,7 @@ impl Sentinel {
                 {
                     let alert = self.alert(
                         AlertKind::JobResumed,
-                        job.worker.as_ref(),
+                        job.p.worker.as_ref(),
                         Some(&id),
                         format!("job {id} is making progress again"),
                     );
@@ -589,7 +541,7 @@ impl Sentinel {
                 let routable = self.workers.values().any(|w| {
                     !self.is_offline(&w.info.id)
                         && w.heard.elapsed() <= self.threshold(&w.info)
-                        && w.info.matches(job.want_worker.as_ref(), &job.labels)
+                        && w.info.matches(job.p.want_worker.as_ref(), &job.p.labels)
                 });
                 if routable {
                     if let Some(j) = self.jobs.get_mut(&id) {
@@ -613,10 +565,10 @@ impl Sentinel {
                         && !self.conditions.contains_key(&unroutable_key)
                     {
                         let job = &self.jobs[&id];
-                        let wants = match (&job.want_worker, job.labels.is_empty()) {
+                        let wants = match (&job.p.want_worker, job.p.labels.is_empty()) {
                             (Some(w), _) => format!("worker {w}"),
                             (None, false) => {
-                                format!("a worker with labels {}", job.labels.join(","))
+                                format!("a worker with labels {}", job.p.labels.join(","))
                             }
                             (None, true) => "any worker".into(),
                         };
@@ -751,7 +703,7 @@ impl Sentinel {
             return false;
         };
         let event = Event::now(job.clone(), kind);
-        match self.log.append(&event, Some(j.seq)).await {
+        match self.log.append(&event, Some(j.p.seq)).await {
             Ok(seq) => {
                 self.apply(Stored { seq, event });
                 true
@@ -772,8 +724,8 @@ impl Sentinel {
     /// A job whose worker is offline: another attempt while retries last, else `failed`.
     async fn lost(&mut self, id: &JobId, worker: &WorkerId) {
         let Some(job) = self.jobs.get(id) else { return };
-        let attempt = job.attempt.max(1);
-        let retries = job.retries;
+        let attempt = job.p.attempt.max(1);
+        let retries = job.p.retries;
         let (kind, detail) = if attempt <= retries {
             (
                 EventKind::Queued {
@@ -810,7 +762,7 @@ impl Sentinel {
 
     async fn overdue(&mut self, id: &JobId) {
         let Some(job) = self.jobs.get(id) else { return };
-        let (worker, attempt, timeout) = (job.worker.clone(), job.attempt, job.timeout_s);
+        let (worker, attempt, timeout) = (job.p.worker.clone(), job.p.attempt, job.p.timeout_s);
         let finished = Finished {
             steps: vec![],
             error: Some(format!(

@@ -274,7 +274,9 @@ async fn pull_work(
         let fetched = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             f = async {
-                let mut batch = c.fetch().max_messages(1).expires(Duration::from_secs(5)).messages().await?;
+                // A waiting pull: `fetch` would return at once on an empty queue, and the
+                // loop would spin.
+                let mut batch = c.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await?;
                 match batch.next().await {
                     Some(m) => Ok(Some(m.map_err(|e| anyhow::anyhow!("{e}"))?)),
                     None => anyhow::Ok(None),
@@ -355,7 +357,7 @@ impl Worker {
         };
         // Recorded first, acknowledged second: a crash in between means a redelivery that
         // is refused as a replay, never a second run.
-        if let Err(e) = msg.double_ack().await {
+        if let Err(e) = msg.ack().await {
             tracing::warn!(error = %e, "could not acknowledge the spec");
         }
         let rep = self.reporter(&spec.job_id, spec.attempt);

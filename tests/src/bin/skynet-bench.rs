@@ -126,6 +126,83 @@ async fn burst(stack: &Stack, n: usize) -> Duration {
     t.elapsed()
 }
 
+/// Where one job's time goes: the server's timestamp of each of its events.
+async fn trace_one(stack: &Stack) {
+    let id = JobId::generate();
+    let body =
+        serde_json::json!({"id": id, "steps": [{"action": "shell", "cmd": "true"}]}).to_string();
+    let t0 = time::OffsetDateTime::now_utc();
+    let ack = stack
+        .js
+        .publish(subjects::SUBMIT, body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    one_wait(stack, &id).await;
+    let submit = stack
+        .js
+        .get_stream(skynet_protocol::streams::SUBMIT)
+        .await
+        .unwrap();
+    let stored = submit.get_raw_message(ack.sequence).await.unwrap();
+    println!(
+        "  {:>18} +{:>8.3?}",
+        "submit stored",
+        (stored.time - t0).unsigned_abs()
+    );
+    let t0 = stored.time;
+    let s = stack
+        .js
+        .get_stream(skynet_protocol::streams::EVENTS)
+        .await
+        .unwrap();
+    let c = s
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: subjects::events(&id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut m = c.messages().await.unwrap();
+    let mut prev = t0;
+    loop {
+        let msg = m.next().await.unwrap().unwrap();
+        let info = msg.info().unwrap();
+        let e: Event = serde_json::from_slice(&msg.payload).unwrap();
+        let at = info.published;
+        println!(
+            "  {:>18} +{:>8.3?}",
+            e.state().as_str(),
+            (at - prev).unsigned_abs()
+        );
+        prev = at;
+        if e.state().is_terminal() {
+            break;
+        }
+    }
+}
+
+async fn one_wait(stack: &Stack, id: &JobId) {
+    let mut sub = stack
+        .js
+        .get_stream(skynet_protocol::streams::EVENTS)
+        .await
+        .unwrap();
+    let _ = sub.info().await;
+    for _ in 0..200 {
+        if let Ok(m) = sub.direct_get_last_for_subject(subjects::events(id)).await
+            && serde_json::from_slice::<Event>(&m.payload)
+                .unwrap()
+                .state()
+                .is_terminal()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let jobs: usize = std::env::var("SKYNET_BENCH_JOBS")
@@ -167,6 +244,9 @@ async fn main() {
         to_done.push(d);
     }
     let running = report("submit → running", to_running);
+    if std::env::var_os("SKYNET_BENCH_TRACE").is_some() {
+        trace_one(&stack).await;
+    }
     report("submit → succeeded (`true`)", to_done);
     println!(
         "submit → running is {:.1}× one raw hop (p50 against p50)",

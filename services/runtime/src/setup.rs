@@ -18,17 +18,23 @@ pub enum Existing {
     Update,
 }
 
-/// Creates every stream, the worker registry and the object stores. Safe to call from many
-/// services at once.
+/// Creates every stream, the key-value buckets (worker registry, Telegram conversations and
+/// delivered alerts) and the object stores. Safe to call from many services at once.
 pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyhow::Result<()> {
     for config in streams::all(r) {
         ensure_stream(js, config, existing).await?;
     }
-    let kv = streams::workers_kv(r);
-    if existing == Existing::Update || js.get_key_value(&kv.bucket).await.is_err() {
-        js.create_or_update_key_value(kv)
-            .await
-            .context("creating the worker registry bucket")?;
+    for kv in [
+        streams::workers_kv(r),
+        streams::telegram_kv(r),
+        streams::telegram_alerts_kv(r),
+    ] {
+        if existing == Existing::Update || js.get_key_value(&kv.bucket).await.is_err() {
+            let bucket = kv.bucket.clone();
+            js.create_or_update_key_value(kv)
+                .await
+                .with_context(|| format!("creating key-value bucket {bucket}"))?;
+        }
     }
     for store in [streams::artifacts_store(r), streams::archive_store(r)] {
         let bucket = store.bucket.clone();

@@ -2,6 +2,7 @@
 //! in-process against it, the way async-nats's own tests start real servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_telegram;
 pub mod http;
 pub mod nats;
 pub mod process;
@@ -9,4 +10,4 @@ pub mod stack;
 
 pub use nats::NatsServer;
 pub use process::ServiceProcess;
-pub use stack::{Options, PERMISSIVE_POLICY, Stack, WAIT, WorkerHandle};
+pub use stack::{Options, PERMISSIVE_POLICY, Stack, TelegramHandle, WAIT, WorkerHandle};

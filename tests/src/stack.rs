@@ -447,6 +447,45 @@ impl Stack {
     }
 }
 
+/// The Telegram ingress running in-process.
+pub struct TelegramHandle {
+    token: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Stack {
+    /// Starts the Telegram ingress (`skynet_telegram_ingress::run`) against this stack.
+    pub async fn start_telegram(&self, config: skynet_telegram_ingress::Config) -> TelegramHandle {
+        let client = self.connect("skynet-telegram").await;
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(skynet_telegram_ingress::run(config, client, token.clone()));
+        TelegramHandle {
+            token,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl TelegramHandle {
+    /// Stops the ingress cleanly and checks it exited without error.
+    pub async fn stop(&mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(WAIT, h)
+                .await
+                .expect("the Telegram ingress did not stop")
+                .expect("ingress task")
+                .expect("the Telegram ingress failed");
+        }
+    }
+}
+
+impl Drop for TelegramHandle {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
 /// A worker running in-process.
 pub struct WorkerHandle {
     pub id: WorkerId,

@@ -203,26 +203,40 @@ fn decision_part(doc: &mut Doc, s: &JobStatus) {
     }
 }
 
-/// The line that says how the job ended.
+/// How a run went: exit codes, time taken, error (`None` before the end, or for jobs
+/// that never ran).
+fn outcome(s: &JobStatus) -> Option<String> {
+    let end = s.end.as_ref()?;
+    let f = end.finished.as_ref()?;
+    let mut parts = Vec::new();
+    if let Some(codes) = exit_codes(f) {
+        parts.push(codes);
+    }
+    if let Some(ms) = took(s) {
+        parts.push(format!("took {}", duration(ms)));
+    }
+    let mut line = parts.join(" · ");
+    if let Some(err) = &f.error {
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&esc(&clip(err, 400)));
+    }
+    (!line.is_empty()).then_some(line)
+}
+
+/// The line that says how the job ended, where the decision lines do not already.
 fn end_line(s: &JobStatus) -> Option<String> {
     let end = s.end.as_ref()?;
-    let mut line = format!("{} <b>{}</b>", state_icon(end.state), state_word(end.state));
-    if let Some(f) = &end.finished {
-        if let Some(ms) = took(s) {
-            line.push_str(&format!(" · took {}", duration(ms)));
-        }
-        if let Some(codes) = exit_codes(f) {
-            line.push_str(&format!(" · {codes}"));
-        }
-        if let Some(err) = &f.error {
-            line.push_str(&format!(": {}", esc(&clip(err, 400))));
-        }
-    } else if end.state == JobState::Rejected
-        && let Some(reason) = &end.reason
-    {
-        line.push_str(&format!(": {}", esc(&clip(reason, 800))));
+    match end.state {
+        JobState::Rejected => Some(format!(
+            "🚫 Rejected: {}",
+            esc(&clip(end.reason.as_deref().unwrap_or("-"), 800))
+        )),
+        // The verdict or the decision says why.
+        JobState::Denied => None,
+        _ => outcome(s).map(|o| format!("Result: {o}")),
     }
-    Some(line)
 }
 
 /// The status message of a job: state, worker, elapsed time, plan, decision and the last
@@ -352,30 +366,24 @@ pub fn final_message(s: &JobStatus, tail: &[String]) -> String {
         if let Some(w) = &s.worker {
             head.push_str(&format!(" on <code>{}</code>", esc(w.as_str())));
         }
+        if let Some(o) = outcome(s) {
+            head.push_str(&format!(" · {o}"));
+        }
         doc.line(head);
         if let Some(summary) = &s.summary {
             doc.line(esc(&clip(summary, 300)));
         }
-        if let Some(line) = end_line(s) {
-            doc.line(line);
+        match state {
+            JobState::Denied => decision_part(&mut doc, s),
+            JobState::Rejected => {
+                if let Some(line) = end_line(s) {
+                    doc.line(line);
+                }
+            }
+            _ => {}
         }
-        if let Some(d) = &s.decision
-            && !d.approved
-        {
-            decision_part(&mut doc, s);
-        } else if let Some(Verdict::Denied { reason }) = &s.verdict {
-            doc.line(format!(
-                "Policy: <b>denied</b>: {}",
-                esc(&clip(reason, 800))
-            ));
-        }
-        if let Some(e) = &s.end
-            && e.state == JobState::Denied
-            && s.decision.is_none()
-            && !matches!(s.verdict, Some(Verdict::Denied { .. }))
-            && let Some(r) = &e.reason
-        {
-            doc.line(format!("Reason: {}", esc(&clip(r, 800))));
+        if let Some(by) = &s.cancel_requested_by {
+            doc.line(format!("⏹ Cancel requested by {}", esc(&clip(by, 100))));
         }
         if !tail.is_empty() {
             doc.line(format!("Last {} lines:", tail.len()));

@@ -75,7 +75,8 @@ enum Command {
         json: bool,
     },
     /// Run the whole stack here in the foreground: NATS (if none answers), every service
-    /// and one local worker. Ctrl-C stops it all.
+    /// and one local worker, and the Telegram bot when TELEGRAM_BOT_TOKEN is set. Ctrl-C
+    /// stops it all.
     Up(up::UpArgs),
 }
 

@@ -172,6 +172,8 @@ async fn start_nats(nats: &NatsArgs, args: &UpArgs) -> anyhow::Result<Option<Loc
 
 async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
     let shutdown = skynet_runtime::signal_token();
+    // With a bot token in the environment, the Telegram bot runs too.
+    let telegram = skynet_telegram_ingress::config_from_env()?;
     std::fs::create_dir_all(&args.data_dir)?;
     let _local = start_nats(&nats, &args).await?;
 
@@ -234,6 +236,16 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
         t
     ));
 
+    let telegram_line = match telegram {
+        Some(config) => {
+            service!("skynet-telegram", move |c, t| skynet_telegram_ingress::run(
+                config, c, t
+            ));
+            "; the Telegram bot is on"
+        }
+        None => "",
+    };
+
     let mut worker_line = String::from("no local worker");
     if !args.no_worker {
         let home = std::env::var_os("HOME")
@@ -285,7 +297,7 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
         ));
     }
     eprintln!(
-        "SKYNET is up: NATS at {}, {worker_line}.\n  try: skynet submit --wait -- echo hello\n  Ctrl-C stops everything.",
+        "SKYNET is up: NATS at {}, {worker_line}{telegram_line}.\n  try: skynet submit --wait -- echo hello\n  Ctrl-C stops everything.",
         nats.url
     );
 

@@ -157,7 +157,7 @@ impl Config {
         Ok(match &self.api_url {
             Some(url) => {
                 let parsed = reqwest::Url::parse(url.trim_end_matches('/')).map_err(|e| {
-                    ConfigError::new("--api-url", format!("{url:?} is not a URL: {e}"))
+                    ConfigError::new("TELOXIDE_API_URL", format!("{url:?} is not a URL: {e}"))
                 })?;
                 if parsed.cannot_be_a_base() {
                     return Err(ConfigError::new(
@@ -171,6 +171,64 @@ impl Config {
             None => bot,
         })
     }
+}
+
+/// The configuration from its outside form (flags or environment): the token (`token`,
+/// else `TELOXIDE_TOKEN`), the Bot API URL, and the two user lists. Errors name the
+/// variable to fix.
+pub fn config_from(
+    token: Option<&str>,
+    api_url: Option<&str>,
+    allowed_users: &str,
+    approvers: Option<&str>,
+) -> Result<Config, ConfigError> {
+    let token = match token.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => BotToken::parse("TELEGRAM_BOT_TOKEN", t)?,
+        None => match std::env::var("TELOXIDE_TOKEN") {
+            Ok(t) if !t.trim().is_empty() => BotToken::parse("TELOXIDE_TOKEN", &t)?,
+            _ => {
+                return Err(ConfigError::new(
+                    "TELEGRAM_BOT_TOKEN",
+                    "no bot token: set TELEGRAM_BOT_TOKEN (or TELOXIDE_TOKEN, or --token) to the token BotFather gave you",
+                ));
+            }
+        },
+    };
+    let allowed = parse_users("SKYNET_TELEGRAM_ALLOWED_USERS", allowed_users)?;
+    let approvers = match approvers.map(str::trim) {
+        Some(list) if !list.is_empty() => Some(parse_users("SKYNET_TELEGRAM_APPROVERS", list)?),
+        _ => None,
+    };
+    let mut config = Config::new(token, allowed, approvers);
+    config.api_url = api_url
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned);
+    // Fails now, before anything connects, on a URL that cannot work.
+    let _checked = config
+        .bot()
+        .map_err(|e| match e.downcast::<ConfigError>() {
+            Ok(c) => c,
+            Err(e) => ConfigError::new("TELOXIDE_API_URL", e.to_string()),
+        })?;
+    Ok(config)
+}
+
+/// The configuration from the environment when a bot token is set (`TELEGRAM_BOT_TOKEN` or
+/// `TELOXIDE_TOKEN`), for `skynet up`; `None` without a token.
+pub fn config_from_env() -> Result<Option<Config>, ConfigError> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let token = var("TELEGRAM_BOT_TOKEN");
+    if token.is_none() && var("TELOXIDE_TOKEN").is_none() {
+        return Ok(None);
+    }
+    config_from(
+        token.as_deref(),
+        var("TELOXIDE_API_URL").as_deref(),
+        &var("SKYNET_TELEGRAM_ALLOWED_USERS").unwrap_or_default(),
+        var("SKYNET_TELEGRAM_APPROVERS").as_deref(),
+    )
+    .map(Some)
 }
 
 /// Asks Telegram who the bot is, waiting for it to be reachable. A token Telegram refuses
@@ -204,20 +262,25 @@ async fn who_am_i(bot: &Bot, shutdown: &CancellationToken) -> anyhow::Result<Opt
     }
 }
 
-/// Registers the command list people see when they type `/`.
-async fn register_commands(tg: &Telegram) {
+/// Registers the command list people see when they type `/` (best effort: the bot works
+/// without it).
+async fn register_commands(tg: &Telegram, shutdown: &CancellationToken) {
     let list: Vec<BotCommand> = commands::LIST
         .iter()
         .map(|(c, d)| BotCommand::new(*c, *d))
         .collect();
     for attempt in 1..=3u32 {
-        match tg.bot.set_my_commands(list.clone()).await {
+        let wait = match tg.bot.set_my_commands(list.clone()).await {
             Ok(_) => return,
-            Err(RequestError::RetryAfter(s)) => tokio::time::sleep(s.duration()).await,
+            Err(RequestError::RetryAfter(s)) => s.duration(),
             Err(e) => {
                 tracing::warn!(error = %e, attempt, "registering the command list");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                Duration::from_secs(1)
             }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -261,7 +324,7 @@ pub async fn run(config: Config, nats: Client, shutdown: CancellationToken) -> a
     tracing::info!(bot_id = me.id, username = ?me.username, "Telegram bot");
     let tasks = Shutdown::new(shutdown.clone());
     let tg = Telegram::new(bot, shutdown.clone());
-    register_commands(&tg).await;
+    register_commands(&tg, &shutdown).await;
 
     let hub = Arc::new(Hub::new(
         tg,
@@ -278,6 +341,10 @@ pub async fn run(config: Config, nats: Client, shutdown: CancellationToken) -> a
         &tasks,
     ));
     hub.restore().await?;
+    if shutdown.is_cancelled() {
+        tasks.drain(Duration::from_secs(10)).await;
+        return Ok(());
+    }
     tasks.tasks.spawn(hub.clone().render_loop());
     tasks.tasks.spawn(follow::events(
         hub.clone(),
@@ -343,6 +410,9 @@ mod tests {
         );
         c.api_url = Some("not a url".into());
         let e = c.bot().unwrap_err();
-        assert_eq!(e.downcast_ref::<ConfigError>().unwrap().flag, "--api-url");
+        assert_eq!(
+            e.downcast_ref::<ConfigError>().unwrap().flag,
+            "TELOXIDE_API_URL"
+        );
     }
 }

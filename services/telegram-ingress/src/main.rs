@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use skynet_runtime::{CommonArgs, ConfigError, parse_args};
-use skynet_telegram_ingress::{BotToken, Config, parse_users};
+use skynet_telegram_ingress::{Config, config_from};
 
 /// SKYNET's Telegram bot: run, watch, approve and cancel jobs from a chat.
 #[derive(Debug, Parser)]
@@ -38,40 +38,12 @@ struct Args {
 }
 
 fn config(args: &Args) -> Result<Config, ConfigError> {
-    let token = match &args.token {
-        Some(t) if !t.trim().is_empty() => BotToken::parse("TELEGRAM_BOT_TOKEN", t)?,
-        _ => match std::env::var("TELOXIDE_TOKEN") {
-            Ok(t) if !t.trim().is_empty() => BotToken::parse("TELOXIDE_TOKEN", &t)?,
-            _ => {
-                return Err(ConfigError::new(
-                    "TELEGRAM_BOT_TOKEN",
-                    "no bot token: set TELEGRAM_BOT_TOKEN (or TELOXIDE_TOKEN, or --token) to the token BotFather gave you",
-                ));
-            }
-        },
-    };
-    let allowed = parse_users("SKYNET_TELEGRAM_ALLOWED_USERS", &args.allowed_users)?;
-    let approvers = match args.approvers.as_deref().map(str::trim) {
-        Some(list) if !list.is_empty() => Some(parse_users("SKYNET_TELEGRAM_APPROVERS", list)?),
-        _ => None,
-    };
-    let mut config = Config::new(token, allowed, approvers);
-    if let Some(url) = args
-        .api_url
-        .as_deref()
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-    {
-        config.api_url = Some(url.to_owned());
-    }
-    // Fails now, before connecting, on a URL that cannot work.
-    let _bot = config
-        .bot()
-        .map_err(|e| match e.downcast::<ConfigError>() {
-            Ok(c) => c,
-            Err(e) => ConfigError::new("--api-url", e.to_string()),
-        })?;
-    Ok(config)
+    config_from(
+        args.token.as_deref(),
+        args.api_url.as_deref(),
+        &args.allowed_users,
+        args.approvers.as_deref(),
+    )
 }
 
 fn main() -> ExitCode {

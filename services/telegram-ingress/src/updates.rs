@@ -19,7 +19,7 @@ use skynet_protocol::api::{
 use skynet_protocol::{JobId, JobRequest, JobState, Step, subjects};
 use skynet_runtime::api::{CallError, call};
 use teloxide::prelude::*;
-use teloxide::types::{CallbackQuery, MessageEntityKind, Update, UpdateKind};
+use teloxide::types::{AllowedUpdate, CallbackQuery, MessageEntityKind, Update, UpdateKind};
 use teloxide::update_listeners::{AsUpdateStream, Polling, UpdateListener};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +75,8 @@ impl Handler {
     pub async fn poll(mut self, timeout: Duration, shutdown: CancellationToken) {
         let mut polling = Polling::builder(self.hub.tg.bot.clone())
             .timeout(timeout)
+            // Only what the bot acts on: messages and button presses.
+            .allowed_updates(vec![AllowedUpdate::Message, AllowedUpdate::CallbackQuery])
             .delete_webhook()
             .await
             .build();

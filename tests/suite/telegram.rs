@@ -349,6 +349,24 @@ async fn approval_by_button_only_from_approvers() {
     assert!(closed.buttons.is_none());
     fake.wait_sent(chat(BOB), &[&format!("Job {} succeeded", job.short())])
         .await;
+
+    // The command does the same, for the plan the job has.
+    fake.user_says(BOB, "/run `touch by-command.txt`");
+    let status = fake
+        .wait_sent(chat(BOB), &["Job ", "touch by-command.txt"])
+        .await;
+    let job = job_of(&stack, &status).await;
+    stack.wait_state(&job, JobState::AwaitingApproval).await;
+    fake.user_says(BOB, &format!("/approve {}", job.short()));
+    fake.wait_sent(chat(BOB), &["Only approvers"]).await;
+    fake.user_says(ALICE, &format!("/approve {}", job.short()));
+    fake.wait_sent(
+        chat(ALICE),
+        &[&format!("Job {} approved (plan ", job.short())],
+    )
+    .await;
+    assert_eq!(stack.wait_terminal(&job).await.state(), JobState::Succeeded);
+    assert!(w.home().join("by-command.txt").exists());
 }
 
 #[tokio::test]

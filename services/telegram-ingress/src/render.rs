@@ -4,6 +4,7 @@
 use skynet_protocol::alert::Alert;
 use skynet_protocol::api::{JobSummary, WorkerStatus, WorkerSummary};
 use skynet_protocol::event::{Finished, Risk};
+use skynet_protocol::job::shell_quote_argv;
 use skynet_protocol::spec::short_hash;
 use skynet_protocol::{JobId, JobState, Step};
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
@@ -86,15 +87,65 @@ pub fn exit_codes(f: &Finished) -> Option<String> {
     }
 }
 
-/// The exact commands of a plan, one step per line (numbered when there are several).
-/// `per_step` clips each command, for messages that must fit in one piece.
+/// One step exactly as it will run: the whole command with its directory and environment,
+/// the whole Python code, the whole content of a file write.
+pub fn exact_step(step: &Step) -> String {
+    let quote = |s: &str| shell_quote_argv(&[s.to_owned()]);
+    let in_dir = |cwd: &Option<String>, what: String| match cwd {
+        // As written: the worker resolves `~` and relative paths itself.
+        Some(dir) => format!("cd {dir} && {what}"),
+        None => what,
+    };
+    let mut text = match step {
+        Step::Shell {
+            cmd,
+            argv,
+            cwd,
+            env,
+            ..
+        } => {
+            let mut line: String = env
+                .iter()
+                .map(|(k, v)| format!("{k}={} ", quote(v)))
+                .collect();
+            match (cmd, argv) {
+                (Some(cmd), _) => line.push_str(cmd),
+                (None, Some(argv)) => line.push_str(&shell_quote_argv(argv)),
+                (None, None) => line.push_str("(nothing)"),
+            }
+            in_dir(cwd, line)
+        }
+        Step::Python { code, cwd, .. } => {
+            in_dir(cwd, format!("python3 - <<'PY'\n{}\nPY", code.trim_end()))
+        }
+        Step::FileRead { path, .. } => format!("read {path}"),
+        Step::FileWrite {
+            path,
+            content,
+            append,
+            ..
+        } => format!(
+            "{} {path} ({} bytes):\n{content}",
+            if *append { "append to" } else { "write" },
+            content.len()
+        ),
+        other => other.describe(),
+    };
+    if !step.artifacts().is_empty() {
+        text.push_str(&format!("\n(keeps {})", step.artifacts().join(", ")));
+    }
+    text
+}
+
+/// The exact steps of a plan (numbered when there are several). `per_step` clips each
+/// step, for messages that must fit in one piece.
 pub fn plan_commands(steps: &[Step], per_step: Option<usize>) -> String {
     let many = steps.len() > 1;
     steps
         .iter()
         .enumerate()
         .map(|(i, step)| {
-            let text = step.describe();
+            let text = exact_step(step);
             let text = match per_step {
                 Some(n) => clip(&text, n),
                 None => text,
@@ -277,19 +328,26 @@ fn status_doc(s: &JobStatus, tail: &[String], now_ms: i64, per_step: Option<usiz
     doc
 }
 
-/// The status message as one message: the tail gives way first, then long commands.
+/// How far commands are cut, in turn, when a message would not fit otherwise.
+const CLIPS: [Option<usize>; 4] = [None, Some(1000), Some(300), Some(60)];
+
+/// The status message as one message. The exact commands come first: the output tail
+/// gives way, and only then are long commands shortened (saying so).
 pub fn status_message(s: &JobStatus, tail: &[String], now_ms: i64) -> String {
-    let mut shown = tail;
-    loop {
-        let doc = status_doc(s, shown, now_ms, Some(300));
-        if doc.len() <= MAX_MESSAGE || shown.is_empty() {
+    for per_step in CLIPS {
+        let mut shown = tail;
+        loop {
+            let doc = status_doc(s, shown, now_ms, per_step);
             if doc.len() <= MAX_MESSAGE {
                 return doc.render();
             }
-            return status_doc(s, &[], now_ms, Some(60)).fit(MAX_MESSAGE);
+            if shown.is_empty() {
+                break;
+            }
+            shown = &shown[1..];
         }
-        shown = &shown[1..];
     }
+    status_doc(s, &[], now_ms, Some(60)).fit(MAX_MESSAGE)
 }
 
 /// A whole job for `/status`: everything, split over as many messages as it takes.
@@ -324,16 +382,25 @@ pub fn status_buttons(s: &JobStatus) -> Option<InlineKeyboardMarkup> {
 
 /// A request for approval, sent to approvers who are not in the job's chat.
 pub fn approval_request(s: &JobStatus) -> String {
-    let mut doc = Doc::new();
     let by = s
         .requested_by
         .as_deref()
         .map(|b| format!(" from {}", esc(&clip(b, 100))))
         .unwrap_or_default();
-    doc.line(format!("🔐 {} needs your approval{by}", job_head(&s.id)));
-    plan_part(&mut doc, s, Some(300));
-    decision_part(&mut doc, s);
-    doc.fit(MAX_MESSAGE)
+    let build = |per_step| {
+        let mut doc = Doc::new();
+        doc.line(format!("🔐 {} needs your approval{by}", job_head(&s.id)));
+        plan_part(&mut doc, s, per_step);
+        decision_part(&mut doc, s);
+        doc
+    };
+    for per_step in CLIPS {
+        let doc = build(per_step);
+        if doc.len() <= MAX_MESSAGE {
+            return doc.render();
+        }
+    }
+    build(Some(60)).fit(MAX_MESSAGE)
 }
 
 /// What an approval request says once the job is no longer waiting.
@@ -574,6 +641,20 @@ mod tests {
     }
 
     #[test]
+    fn commands_are_shown_whole_whenever_they_fit() {
+        let cmd = format!("echo {}", "z".repeat(2500));
+        let s = job_with(&cmd);
+        let tail: Vec<String> = (0..15)
+            .map(|i| format!("{i} {}", "y".repeat(200)))
+            .collect();
+        let text = status_message(&s, &tail, 0);
+        assert!(visible_len(&text) <= MAX_MESSAGE);
+        assert!(text.contains(&cmd), "the whole command");
+        assert!(!text.contains("shortened"));
+        assert!(approval_request(&s).contains(&cmd));
+    }
+
+    #[test]
     fn status_messages_always_fit_one_message() {
         let s = job_with(&"echo x; ".repeat(3000));
         let tail: Vec<String> = (0..15)
@@ -620,6 +701,36 @@ mod tests {
         assert!(text.contains("took 1.5 s"), "{text}");
         assert!(text.contains("error: &lt;oops&gt;"), "{text}");
         assert!(text.contains("on <code>w1</code>"), "{text}");
+    }
+
+    #[test]
+    fn steps_are_shown_exactly_as_they_run() {
+        let steps: Vec<Step> = serde_json::from_value(serde_json::json!([
+            {"action": "shell", "cmd": "make\nmake test", "cwd": "~/src/my app", "env": {"MODE": "it's"}},
+            {"action": "shell", "argv": ["rm", "-f", "a b"]},
+            {"action": "python", "code": "import os\nos.remove('x')\n"},
+            {"action": "file_write", "path": "~/notes.txt", "content": "line 1\nline 2", "append": true},
+            {"action": "file_read", "path": "~/notes.txt", "artifacts": ["out/*.log"]},
+        ]))
+        .unwrap();
+        let text = plan_commands(&steps, None);
+        assert!(
+            text.contains("1) cd ~/src/my app && MODE='it'\\''s' make\nmake test"),
+            "{text}"
+        );
+        assert!(text.contains("2) rm -f 'a b'"), "{text}");
+        assert!(
+            text.contains("3) python3 - <<'PY'\nimport os\nos.remove('x')\nPY"),
+            "{text}"
+        );
+        assert!(
+            text.contains("4) append to ~/notes.txt (13 bytes):\nline 1\nline 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("5) read ~/notes.txt\n(keeps out/*.log)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -278,8 +278,10 @@ pub fn telegram_events_consumer() -> pull::Config {
         filter_subject: subjects::EVENTS_ALL.into(),
         deliver_policy: DeliverPolicy::New,
         ack_policy: AckPolicy::Explicit,
-        // Handling one event may wait out Telegram's flood control.
-        ack_wait: Duration::from_secs(300),
+        // Short, so an event handed to a copy of the ingress that just went away comes back
+        // within seconds; the ingress reports progress while it waits out Telegram's flood
+        // control.
+        ack_wait: Duration::from_secs(10),
         max_ack_pending: 256,
         ..Default::default()
     }
@@ -293,7 +295,7 @@ pub fn telegram_alerts_consumer() -> pull::Config {
         filter_subject: subjects::ALERTS.into(),
         deliver_policy: DeliverPolicy::New,
         ack_policy: AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(300),
+        ack_wait: Duration::from_secs(10),
         max_ack_pending: 64,
         ..Default::default()
     }

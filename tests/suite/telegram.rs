@@ -731,7 +731,9 @@ async fn alerts_reach_each_approver_once() {
     fake.wait_sent(chat(ALICE), &["worker online", "w9 <laptop>"])
         .await;
     bot.stop().await;
+    let polls = fake.records(|r| r.calls("getUpdates").len());
     let _bot = stack.start_telegram(config).await;
+    fake.wait_polling(polls + 1).await;
     publish(alert("job_stalled", "job_stalled:w9:3")).await;
     fake.wait_sent(chat(ALICE), &["job stalled"]).await;
 

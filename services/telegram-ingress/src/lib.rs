@@ -301,22 +301,26 @@ pub async fn run(config: Config, nats: Client, shutdown: CancellationToken) -> a
     ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
     let store = Store::open(&js).await?;
     let log = EventLog::open(js.clone()).await?;
-    let events_consumer = js
-        .get_stream(streams::EVENTS)
-        .await?
-        .get_or_create_consumer(
-            streams::TELEGRAM_EVENTS_CONSUMER,
-            streams::telegram_events_consumer(),
-        )
-        .await?;
-    let alerts_consumer = js
-        .get_stream(streams::ALERTS)
-        .await?
-        .get_or_create_consumer(
-            streams::TELEGRAM_ALERTS_CONSUMER,
-            streams::telegram_alerts_consumer(),
-        )
-        .await?;
+    // Created now, before anyone can submit from a chat, so no event of theirs is missed.
+    let events_consumer = follow::Durable {
+        js: js.clone(),
+        stream: streams::EVENTS,
+        config: streams::telegram_events_consumer(),
+    };
+    let alerts_consumer = follow::Durable {
+        js: js.clone(),
+        stream: streams::ALERTS,
+        config: streams::telegram_alerts_consumer(),
+    };
+    for durable in [&events_consumer, &alerts_consumer] {
+        js.get_stream(durable.stream)
+            .await?
+            .get_or_create_consumer(
+                durable.config.durable_name.as_deref().unwrap_or_default(),
+                durable.config.clone(),
+            )
+            .await?;
+    }
 
     let Some(me) = who_am_i(&bot, &shutdown).await? else {
         return Ok(());
@@ -357,10 +361,16 @@ pub async fn run(config: Config, nats: Client, shutdown: CancellationToken) -> a
         shutdown.clone(),
     ));
 
-    Handler::new(hub, nats, me)
+    Handler::new(hub, nats.clone(), me)
         .poll(config.poll_timeout, shutdown.clone())
         .await;
     tasks.drain(Duration::from_secs(10)).await;
+    // Until the server sees this connection go, it may still hand messages to its pull
+    // requests, where they wait out the ack wait before the next copy can have them:
+    // closing it now keeps that window short.
+    if let Err(e) = nats.drain().await {
+        tracing::debug!(error = %e, "draining the connection");
+    }
     Ok(())
 }
 

@@ -150,10 +150,6 @@ impl Doc {
         self
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
-    }
-
     /// The whole document as one HTML string.
     pub fn render(&self) -> String {
         self.blocks
@@ -370,6 +366,6 @@ mod tests {
         assert_eq!(Doc::new().split(MAX_MESSAGE), vec!["(nothing to show)"]);
         let mut d = Doc::new();
         d.pre("   ");
-        assert!(d.is_empty());
+        assert_eq!(d, Doc::new(), "white space alone adds nothing");
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::access::Access;
 use crate::job::{JobStatus, Tail};
 use crate::render;
-use crate::store::{Conversation, FinalMark, MessageRef, Store, Versioned};
+use crate::store::{FinalMark, MessageRef, Store, Versioned};
 use crate::telegram::{SendError, Telegram, not_modified};
 
 /// How the hub paces itself.
@@ -868,16 +868,6 @@ impl Hub {
             stop.cancel();
         }
         tracing::debug!(job_id = %job, "conversation over");
-    }
-
-    /// Whether the hub follows `job` (for tests and diagnostics).
-    pub fn follows(&self, job: &JobId) -> bool {
-        self.state().jobs.contains_key(job)
-    }
-
-    /// The record as the hub last saw it.
-    pub fn conversation(&self, job: &JobId) -> Option<Conversation> {
-        self.state().jobs.get(job).map(|l| l.conv.conv.clone())
     }
 }
 

@@ -256,7 +256,6 @@ pub struct Tail {
     escape: Escape,
     /// The log stream sequence of the last chunk taken in.
     pub last_seq: u64,
-    pub bytes: u64,
 }
 
 /// Where an ANSI escape sequence being skipped stands.
@@ -285,7 +284,6 @@ impl Tail {
             pending_cr: false,
             escape: Escape::None,
             last_seq: 0,
-            bytes: 0,
         }
     }
 
@@ -296,7 +294,6 @@ impl Tail {
             return;
         }
         self.last_seq = self.last_seq.max(seq);
-        self.bytes += data.len() as u64;
         let text = String::from_utf8_lossy(data);
         for c in text.chars() {
             match self.escape {

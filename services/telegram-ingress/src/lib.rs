@@ -20,16 +20,16 @@
 //!   alerts in `skynet-telegram-alerts`, so nothing lives only in memory: a restarted
 //!   ingress carries on with the jobs in flight.
 
-pub mod access;
-pub mod commands;
+mod access;
+mod commands;
 mod follow;
-pub mod html;
-pub mod hub;
-pub mod job;
-pub mod render;
-pub mod store;
-pub mod telegram;
-pub mod updates;
+mod html;
+mod hub;
+mod job;
+mod render;
+mod store;
+mod telegram;
+mod updates;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -521,6 +521,23 @@ async fn jobs_status_workers_and_logs_answer() {
     fake.wait_sent(chat(ALICE), &["/run", "/cancel", "/approve"])
         .await;
 
+    // Longer than one message: split at Telegram's limit (the fake refuses anything over
+    // 4096 characters), nothing lost.
+    let long_cmd = format!("echo {}", "x".repeat(9000));
+    let long = stack.submit_shell(&long_cmd).await;
+    stack.wait_terminal(&long).await;
+    stack.ledger_state(&long, JobState::Succeeded).await;
+    let before = fake.records(|r| r.sent_to(chat(ALICE)).len());
+    fake.user_says(ALICE, &format!("/status {}", long.short()));
+    let parts = fake
+        .wait_until("the whole plan, in parts", |r| {
+            let sent = r.sent_to(chat(ALICE));
+            let text: String = sent[before..].iter().map(|m| m.text.as_str()).collect();
+            (text.contains(&long_cmd) && text.contains("Created")).then(|| sent.len() - before)
+        })
+        .await;
+    assert!(parts >= 3, "{parts} messages");
+
     // Short output comes as a message, long output as a file with all of it.
     fake.user_says(ALICE, &format!("/logs {}", alpha.short()));
     fake.wait_sent(chat(ALICE), &["Output of job", "alpha"])

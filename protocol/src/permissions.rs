@@ -142,6 +142,8 @@ fn info_all(p: &mut Permissions) {
         streams::WORKERS_BUCKET,
         streams::SENTINEL_BUCKET,
         streams::PLANNER_USAGE_BUCKET,
+        streams::TELEGRAM_BUCKET,
+        streams::TELEGRAM_ALERTS_BUCKET,
     ] {
         p.publish.push(stream_info(&format!("KV_{kv}")));
     }
@@ -240,10 +242,16 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
         }
         Role::Telegram => {
             info_all(&mut p);
+            // It acts for its people, approvers among them.
             call(&mut p, &api::ALL);
+            durable(&mut p, streams::EVENTS, streams::TELEGRAM_EVENTS_CONSUMER);
+            durable(&mut p, streams::ALERTS, streams::TELEGRAM_ALERTS_CONSUMER);
             read(&mut p, streams::EVENTS);
             read(&mut p, streams::LOGS);
-            read(&mut p, streams::ALERTS);
+            for bucket in [streams::TELEGRAM_BUCKET, streams::TELEGRAM_ALERTS_BUCKET] {
+                kv_read(&mut p, bucket);
+                p.publish.push(format!("$KV.{bucket}.>"));
+            }
         }
         Role::Cli { approver } => {
             p.publish.push(subjects::SUBMIT.into());

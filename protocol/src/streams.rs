@@ -9,7 +9,9 @@ use async_nats::jetstream::{
     stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
-use crate::ids::WorkerId;
+use sha2::{Digest, Sha256};
+
+use crate::ids::{JobId, WorkerId};
 use crate::subjects;
 
 pub const SUBMIT: &str = "SKYNET_SUBMIT";
@@ -34,10 +36,22 @@ pub const PLANNER_USAGE_BUCKET: &str = "skynet-planner-usage";
 /// per condition while it lasts, so copies of the sentinel raise and clear each alert once.
 pub const SENTINEL_BUCKET: &str = "skynet-sentinel";
 
+/// The Telegram ingress's conversations: one record per job it talks about (origin chat,
+/// status message, approval requests, whether the final message went out), so a restarted
+/// ingress carries on where it stopped. A record goes once its job's conversation is over.
+pub const TELEGRAM_BUCKET: &str = "skynet-telegram";
+/// Alerts the Telegram ingress has delivered, one key per alert and chat, so each alert
+/// reaches each chat once.
+pub const TELEGRAM_ALERTS_BUCKET: &str = "skynet-telegram-alerts";
+
 /// The durable consumer the planner reads intake with.
 pub const PLANNER_CONSUMER: &str = "planner";
 /// The durable consumer the dispatcher relays worker reports with.
 pub const RELAY_CONSUMER: &str = "relay";
+/// The Telegram ingress's durable consumer on `SKYNET_EVENTS`.
+pub const TELEGRAM_EVENTS_CONSUMER: &str = "telegram";
+/// The Telegram ingress's durable consumer on `SKYNET_ALERTS`.
+pub const TELEGRAM_ALERTS_CONSUMER: &str = "telegram-alerts";
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -222,6 +236,44 @@ pub fn archive_store(r: &Retention) -> object_store::Config {
     }
 }
 
+pub fn telegram_kv(r: &Retention) -> kv::Config {
+    kv::Config {
+        bucket: TELEGRAM_BUCKET.into(),
+        description: "SKYNET Telegram conversations of jobs in flight".into(),
+        history: 1,
+        // A record outlives any job that is still moving: events are kept this long.
+        max_age: r.events_max_age,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
+pub fn telegram_alerts_kv(r: &Retention) -> kv::Config {
+    kv::Config {
+        bucket: TELEGRAM_ALERTS_BUCKET.into(),
+        description: "SKYNET alerts delivered to Telegram chats".into(),
+        history: 1,
+        // As long as an alert can be redelivered from its stream.
+        max_age: r.alerts_max_age,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
+/// The key of `job`'s conversation in [`TELEGRAM_BUCKET`] (a job id is a valid key).
+pub fn telegram_job_key(job: &JobId) -> String {
+    job.as_str().to_owned()
+}
+
+/// The key in [`TELEGRAM_ALERTS_BUCKET`] that records alert `alert_id` as delivered to
+/// `chat`. Alert ids may hold characters keys may not, so the id is hashed.
+pub fn telegram_alert_key(alert_id: &str, chat: i64) -> String {
+    let digest = Sha256::digest(alert_id.as_bytes());
+    format!("{}.{chat}", hex::encode(&digest[..16]))
+}
+
 /// The planner's durable consumer on the intake. Copies of the planner share it.
 pub fn planner_consumer() -> pull::Config {
     pull::Config {
@@ -247,6 +299,38 @@ pub fn relay_consumer() -> pull::Config {
         ack_policy: AckPolicy::Explicit,
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 10_000,
+        ..Default::default()
+    }
+}
+
+/// The Telegram ingress's consumer on `SKYNET_EVENTS`. It starts at the events that arrive
+/// after it is first created: jobs older than the ingress have no conversation to continue.
+pub fn telegram_events_consumer() -> pull::Config {
+    pull::Config {
+        durable_name: Some(TELEGRAM_EVENTS_CONSUMER.into()),
+        description: Some("skynet-telegram conversations".into()),
+        filter_subject: subjects::EVENTS_ALL.into(),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        // Short, so an event handed to a copy of the ingress that just went away comes back
+        // within seconds; the ingress reports progress while it waits out Telegram's flood
+        // control.
+        ack_wait: Duration::from_secs(10),
+        max_ack_pending: 256,
+        ..Default::default()
+    }
+}
+
+/// The Telegram ingress's consumer on `SKYNET_ALERTS` (new alerts only, like the events).
+pub fn telegram_alerts_consumer() -> pull::Config {
+    pull::Config {
+        durable_name: Some(TELEGRAM_ALERTS_CONSUMER.into()),
+        description: Some("skynet-telegram alerts to approvers".into()),
+        filter_subject: subjects::ALERTS.into(),
+        deliver_policy: DeliverPolicy::New,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(10),
+        max_ack_pending: 64,
         ..Default::default()
     }
 }
@@ -317,6 +401,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn telegram_keys_are_valid_kv_keys() {
+        let valid = |k: &str| {
+            !k.is_empty()
+                && !k.starts_with('.')
+                && !k.ends_with('.')
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c))
+        };
+        let job = JobId::parse("job_1-x").unwrap();
+        assert!(valid(&telegram_job_key(&job)));
+        let a = telegram_alert_key("worker_offline:laptop 1:1", -100123);
+        assert!(valid(&a), "{a}");
+        assert_ne!(a, telegram_alert_key("worker_offline:laptop 1:1", 5));
+        assert_ne!(a, telegram_alert_key("worker_offline:laptop 1:2", -100123));
+        assert_eq!(
+            telegram_events_consumer().deliver_policy,
+            DeliverPolicy::New
+        );
     }
 
     #[test]

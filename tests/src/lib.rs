@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod fake_llm;
+pub mod fake_telegram;
 pub mod http;
 pub mod nats;
 pub mod process;
@@ -11,4 +12,4 @@ pub mod stack;
 
 pub use nats::NatsServer;
 pub use process::ServiceProcess;
-pub use stack::{Options, PERMISSIVE_POLICY, Stack, WAIT, WorkerHandle};
+pub use stack::{Options, PERMISSIVE_POLICY, Stack, TelegramHandle, WAIT, WorkerHandle};

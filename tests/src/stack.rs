@@ -473,6 +473,29 @@ impl Stack {
         }
     }
 
+    /// Follows every job's events from the start until one satisfies `pred`.
+    pub async fn wait_event_matching(&self, mut pred: impl FnMut(&Event) -> bool) -> Event {
+        let log = skynet_runtime::EventLog::open(self.js.clone())
+            .await
+            .expect("event log");
+        let events = log.follow(1).await.expect("follow");
+        futures::pin_mut!(events);
+        let found = tokio::time::timeout(WAIT, async {
+            while let Some(e) = events.next().await {
+                let e = e.expect("event").event;
+                if pred(&e) {
+                    return Some(e);
+                }
+            }
+            None
+        })
+        .await;
+        found
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no such event within {WAIT:?}"))
+    }
+
     /// Every event of `job` stored so far.
     pub async fn events(&self, job: &JobId) -> Vec<Event> {
         let log = skynet_runtime::EventLog::open(self.js.clone())
@@ -641,6 +664,45 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The Telegram ingress running in-process.
+pub struct TelegramHandle {
+    token: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Stack {
+    /// Starts the Telegram ingress (`skynet_telegram_ingress::run`) against this stack.
+    pub async fn start_telegram(&self, config: skynet_telegram_ingress::Config) -> TelegramHandle {
+        let client = self.connect_as("telegram").await;
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(skynet_telegram_ingress::run(config, client, token.clone()));
+        TelegramHandle {
+            token,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl TelegramHandle {
+    /// Stops the ingress cleanly and checks it exited without error.
+    pub async fn stop(&mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(WAIT, h)
+                .await
+                .expect("the Telegram ingress did not stop")
+                .expect("ingress task")
+                .expect("the Telegram ingress failed");
+        }
+    }
+}
+
+impl Drop for TelegramHandle {
+    fn drop(&mut self) {
+        self.token.cancel();
     }
 }
 

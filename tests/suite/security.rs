@@ -498,3 +498,50 @@ async fn an_approval_forged_by_another_service_never_reaches_a_worker() {
         "a spec was signed"
     );
 }
+
+#[tokio::test]
+async fn the_telegram_ingress_runs_approves_and_relays_alerts_with_its_own_identity() {
+    use skynet_tests::fake_telegram::FakeTelegram;
+    const ALICE: u64 = 1001;
+    let mut stack = Stack::start_with(secure()).await;
+    let w = stack.add_worker(stack.worker_config("w1")).await;
+    let fake = FakeTelegram::start().await;
+    fake.open_chat(ALICE as i64);
+    let _bot = stack
+        .start_telegram(fake.config(&[ALICE], Some(&[ALICE])))
+        .await;
+
+    fake.user_says(
+        ALICE,
+        &format!(
+            "/run `approve-me; touch {}`",
+            w.home().join("tg.txt").display()
+        ),
+    );
+    let status = fake.wait_sent(ALICE as i64, &["Job "]).await;
+    fake.wait_shown(ALICE as i64, status.message_id, &["needs approval"])
+        .await;
+    let job = stack
+        .wait_event_matching(|e| {
+            matches!(&e.kind, skynet_protocol::EventKind::Received { request }
+                if request.origin.as_deref() == Some("telegram:1001"))
+        })
+        .await
+        .job_id;
+    let press = fake.press(
+        ALICE,
+        ALICE as i64,
+        status.message_id,
+        &format!("approve:{job}"),
+    );
+    assert_eq!(fake.wait_answer(&press).await.text, "Approved.");
+    assert_eq!(stack.wait_terminal(&job).await.state(), JobState::Succeeded);
+    assert!(w.home().join("tg.txt").exists());
+
+    // The sentinel's alerts reach the approver through the ingress's own consumers.
+    let nowhere = stack
+        .submit(serde_json::json!({"labels": ["nowhere"], "steps": [{"action": "shell", "cmd": "true"}]}))
+        .await;
+    fake.wait_sent(ALICE as i64, &["job unroutable", nowhere.as_str()])
+        .await;
+}

@@ -86,7 +86,8 @@ enum Command {
     /// Manage identities: keys for services, CLIs and workers, and the server configuration.
     Creds(creds::CredsArgs),
     /// Run the whole stack here in the foreground: NATS (if none answers), every service
-    /// and one local worker. Ctrl-C stops it all.
+    /// and one local worker, and the Telegram bot when TELEGRAM_BOT_TOKEN is set. Ctrl-C
+    /// stops it all.
     Up(up::UpArgs),
 }
 

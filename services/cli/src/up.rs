@@ -157,6 +157,8 @@ async fn start_nats(bin: &Path, config: &Path, host: &str, port: u16) -> anyhow:
 
 async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
     let shutdown = skynet_runtime::signal_token();
+    // With a bot token in the environment, the Telegram bot runs too.
+    let telegram = skynet_telegram_ingress::config_from_env()?;
     std::fs::create_dir_all(&args.data_dir)?;
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
@@ -281,6 +283,16 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
         skynet_archiver::run(Default::default(), c, t)
     });
 
+    let telegram_line = match telegram {
+        Some(config) => {
+            service!("skynet-telegram", "telegram", move |c, t| {
+                skynet_telegram_ingress::run(config, c, t)
+            });
+            "; the Telegram bot is on"
+        }
+        None => "",
+    };
+
     let mut worker_line = String::from("no local worker");
     if !args.no_worker {
         let id = worker_id.clone();
@@ -328,7 +340,7 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
         None => "using the server that was already running".into(),
     };
     eprintln!(
-        "SKYNET is up: NATS at {} ({auth}), {worker_line}.\n  try: skynet submit --wait -- echo hello\n  Ctrl-C stops everything.",
+        "SKYNET is up: NATS at {} ({auth}), {worker_line}{telegram_line}.\n  try: skynet submit --wait -- echo hello\n  Ctrl-C stops everything.",
         nats.url
     );
 

@@ -18,8 +18,9 @@ pub enum Existing {
     Update,
 }
 
-/// Creates every stream, the key-value buckets (worker registry, planner usage) and the
-/// object stores. Safe to call from many services at once.
+/// Creates every stream, the key-value buckets (worker registry, sentinel conditions,
+/// planner usage, Telegram conversations and delivered alerts) and the object stores. Safe
+/// to call from many services at once.
 pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyhow::Result<()> {
     for config in streams::all(r) {
         ensure_stream(js, config, existing).await?;
@@ -28,6 +29,8 @@ pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyh
         streams::workers_kv(r),
         streams::sentinel_kv(r),
         streams::planner_usage_kv(r),
+        streams::telegram_kv(r),
+        streams::telegram_alerts_kv(r),
     ] {
         let bucket = kv.bucket.clone();
         if existing == Existing::Update || js.get_key_value(&bucket).await.is_err() {

@@ -9,6 +9,18 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use skynet_protocol::WorkerId;
 
+/// True while `pid` is a live process (a zombie has exited: it only waits to be reaped).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 /// The settings a `skynet-testsvc worker` process runs with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {

@@ -3,24 +3,13 @@
 //! its roots whatever policy allowed.
 
 use skynet_protocol::{EventKind, JobState, subjects};
+use skynet_tests::process::alive;
 use skynet_tests::{Options, PERMISSIVE_POLICY, Stack};
 
 fn permissive() -> Options {
     Options {
         policy: Some(PERMISSIVE_POLICY.into()),
         ..Default::default()
-    }
-}
-
-/// True while `pid` is a live (not zombie) process.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 

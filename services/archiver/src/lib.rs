@@ -17,7 +17,6 @@ use futures::StreamExt;
 use skynet_protocol::{Event, JobId, streams};
 use skynet_runtime::archive::{Archive, ArchiveStore, ArtifactRef};
 use skynet_runtime::events::EventLog;
-use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the archiver.
@@ -30,9 +29,7 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let js = jetstream::new(client);
-    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
-    let log = EventLog::open(js.clone()).await?;
+    let (js, log) = skynet_runtime::setup::open(&client).await?;
     let archive = ArchiveStore::open(&js).await?;
     let artifacts = js.get_object_store(streams::ARTIFACTS_BUCKET).await?;
     let stream = js.get_stream_no_info(streams::EVENTS).await?;

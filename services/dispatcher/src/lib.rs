@@ -29,7 +29,6 @@ use skynet_protocol::{Event, EventKind, JobId, JobState, WorkerId, streams, subj
 use skynet_runtime::events::{AppendError, EventLog, Phase, Stored, Transition};
 use skynet_runtime::placement::Placement;
 use skynet_runtime::registry::{self, Update};
-use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use skynet_runtime::{Shutdown, api};
 use tokio_util::sync::CancellationToken;
 
@@ -81,9 +80,7 @@ struct Dispatcher {
 
 /// Runs the dispatcher until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let js = jetstream::new(client.clone());
-    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
-    let log = EventLog::open(js.clone()).await?;
+    let (js, log) = skynet_runtime::setup::open(&client).await?;
     let tasks = Shutdown::new(shutdown.clone());
 
     let service = api::start_service(&client, "dispatcher").await?;

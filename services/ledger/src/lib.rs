@@ -31,7 +31,6 @@ use skynet_protocol::{WorkerId, streams, subjects};
 use skynet_runtime::archive::ArchiveStore;
 use skynet_runtime::events::{EventLog, Stored};
 use skynet_runtime::registry::Update;
-use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use skynet_runtime::{Shutdown, api};
 use tokio_util::sync::CancellationToken;
 
@@ -52,9 +51,7 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let js = jetstream::new(client.clone());
-    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
-    let log = EventLog::open(js.clone()).await?;
+    let (js, log) = skynet_runtime::setup::open(&client).await?;
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;

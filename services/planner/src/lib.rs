@@ -38,7 +38,6 @@ use skynet_protocol::spec::plan_hash;
 use skynet_protocol::worker::WorkerInfo;
 use skynet_protocol::{Event, EventKind, JobId, JobRequest, JobState, streams, subjects};
 use skynet_runtime::events::{AppendError, EventLog};
-use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use skynet_runtime::{Shutdown, api};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -143,9 +142,7 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let js = jetstream::new(client.clone());
-    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
-    let log = EventLog::open(js.clone()).await?;
+    let (js, log) = skynet_runtime::setup::open(&client).await?;
     let mut stream = js.get_stream(streams::SUBMIT).await?;
     let stream_created = stream
         .info()

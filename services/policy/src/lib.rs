@@ -22,7 +22,6 @@ use skynet_protocol::api::{ApiError, DecisionRequest, StateReply};
 use skynet_protocol::spec::{ExecutionSpec, plan_hash};
 use skynet_protocol::{Event, EventKind, JobId, JobState, Step, WorkerId, subjects};
 use skynet_runtime::events::{AppendError, EventLog, Phase, Stored, Transition};
-use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use skynet_runtime::{Shutdown, api};
 use tokio_util::sync::CancellationToken;
 
@@ -76,9 +75,7 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let js = jetstream::new(client.clone());
-    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
-    let log = EventLog::open(js.clone()).await?;
+    let (js, log) = skynet_runtime::setup::open(&client).await?;
     let tasks = Shutdown::new(shutdown.clone());
     tracing::info!(signer = %config.signing_key.public_key(), "policy signing key");
 

@@ -50,6 +50,15 @@ pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyh
     Ok(())
 }
 
+/// What every control-plane service starts with: its JetStream context and the event log,
+/// once the streams, buckets and stores exist (created if missing, never changed).
+pub async fn open(client: &async_nats::Client) -> anyhow::Result<(Context, crate::EventLog)> {
+    let js = jetstream::new(client.clone());
+    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
+    let log = crate::EventLog::open(js.clone()).await?;
+    Ok((js, log))
+}
+
 /// Creates `config`'s stream, or (with [`Existing::Update`]) brings an existing one to it.
 pub async fn ensure_stream(
     js: &Context,

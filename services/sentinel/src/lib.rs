@@ -39,7 +39,6 @@ use skynet_protocol::{Event, EventKind, JobId, JobState, WorkerId, streams, subj
 use skynet_runtime::events::{AppendError, EventLog, Phase, Stored};
 use skynet_runtime::placement::Placement;
 use skynet_runtime::registry::{self, Update};
-use skynet_runtime::setup::{Existing, ensure_all, retention_from_env};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -124,9 +123,7 @@ enum CondUpdate {
 
 /// Runs the sentinel until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let js = jetstream::new(client.clone());
-    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
-    let log = EventLog::open(js.clone()).await?;
+    let (js, log) = skynet_runtime::setup::open(&client).await?;
     let registry_kv = js.get_key_value(streams::WORKERS_BUCKET).await?;
     let conditions_kv = js.get_key_value(streams::SENTINEL_BUCKET).await?;
     let mut s = Sentinel {

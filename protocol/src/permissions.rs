@@ -152,7 +152,7 @@ fn info_all(p: &mut Permissions) {
     }
 }
 
-const EVENTS_ANY: &str = "skynet.events.*";
+const EVENTS_ANY: &str = subjects::EVENTS_ANY_JOB;
 
 /// The permissions of `role`, whose inbox prefix is `inbox`.
 pub fn permissions(role: &Role, inbox: &str) -> Permissions {
@@ -189,7 +189,7 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             serve(&mut p, &[api::JOBS_APPROVE, api::JOBS_DENY]);
             read(&mut p, streams::EVENTS);
             p.publish
-                .extend([EVENTS_ANY.into(), "skynet.work.*.*".into()]);
+                .extend([EVENTS_ANY.into(), subjects::WORK_ANY.into()]);
         }
         Role::Dispatcher => {
             info_all(&mut p);
@@ -199,7 +199,7 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             kv_read(&mut p, streams::WORKERS_BUCKET);
             p.publish.extend([
                 EVENTS_ANY.into(),
-                "skynet.logs.*".into(),
+                subjects::LOGS_ANY_JOB.into(),
                 subjects::CONTROL_ALL.into(),
                 // Withdrawing an unstarted spec (by subject) when a job moved on.
                 format!("{JS}.STREAM.PURGE.{}", streams::WORK),

@@ -19,6 +19,10 @@ pub const API_PREFIX: &str = "skynet.api";
 pub const WORK_ALL: &str = "skynet.work.>";
 pub const OUTBOX_ALL: &str = "skynet.out.>";
 pub const CONTROL_ALL: &str = "skynet.control.*";
+/// Any one job's events, logs, or any worker's work (one token per id: what permissions grant).
+pub const EVENTS_ANY_JOB: &str = "skynet.events.*";
+pub const LOGS_ANY_JOB: &str = "skynet.logs.*";
+pub const WORK_ANY: &str = "skynet.work.*.*";
 
 const EVENTS_PREFIX: &str = "skynet.events.";
 const LOGS_PREFIX: &str = "skynet.logs.";
@@ -178,6 +182,9 @@ mod tests {
             WORK_ALL.into(),
             OUTBOX_ALL.into(),
             CONTROL_ALL.into(),
+            EVENTS_ANY_JOB.into(),
+            LOGS_ANY_JOB.into(),
+            WORK_ANY.into(),
             events(&j),
             logs(&j),
             work(&w, &j),

@@ -226,12 +226,21 @@ impl Policy {
             .map(|f| f.risk)
             .max()
             .unwrap_or(Risk::Low);
+        // One line per step and reason: the same reason found in a command, its wrapper and
+        // the whole line is said once, with the most precise text (the first found).
+        let mut said: Vec<(usize, &str)> = Vec::new();
         let mut reasons: Vec<String> = Vec::new();
         for f in findings.iter().filter(|f| f.verdict == verdict) {
-            let line = format!("step {} `{}`: {}", f.step + 1, clip(&f.what, 80), f.reason);
-            if !reasons.contains(&line) {
-                reasons.push(line);
+            if said.contains(&(f.step, f.reason.as_str())) {
+                continue;
             }
+            said.push((f.step, f.reason.as_str()));
+            reasons.push(format!(
+                "step {} `{}`: {}",
+                f.step + 1,
+                clip(&f.what, 80),
+                f.reason
+            ));
         }
         Judgement {
             verdict,
@@ -589,6 +598,22 @@ mod tests {
             artifacts: vec![],
         };
         assert_eq!(verdict(&[read, status]), Verdict::Allow);
+    }
+
+    #[test]
+    fn each_reason_is_given_once_per_step() {
+        let j = Policy::builtin()
+            .unwrap()
+            .judge(&[shell("touch a && touch b")]);
+        assert_eq!(j.verdict, Verdict::Approve);
+        assert_eq!(
+            j.reasons,
+            ["step 1 `touch a`: changes files"],
+            "{:?}",
+            j.reasons
+        );
+        let j = Policy::builtin().unwrap().judge(&[shell("sudo touch a")]);
+        assert_eq!(j.reasons.len(), 2, "{:?}", j.reasons);
     }
 
     #[test]

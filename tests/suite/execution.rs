@@ -187,3 +187,61 @@ async fn a_failing_step_stops_the_job_with_its_exit_code() {
     let view = stack.ledger_state(&job, JobState::Failed).await;
     assert_eq!(view["result"]["exit_code"], 3);
 }
+
+#[tokio::test]
+async fn a_cancel_nobody_confirms_ends_force_cancelled_and_the_waking_worker_stops_the_job() {
+    const TESTSVC: &str = env!("CARGO_BIN_EXE_skynet-testsvc");
+    let mut options = permissive();
+    options.dispatcher.cancel_confirm = std::time::Duration::from_secs(1);
+    let stack = Stack::start_with(options).await;
+    let cfg = stack.worker_config("sleepy");
+    let worker = skynet_tests::ServiceProcess::worker(TESTSVC, &stack.nats.url(), &cfg);
+    stack.wait_worker_registered(&cfg.id).await;
+    let pid_file = cfg.home.join("pid");
+    let job = stack
+        .submit_shell(&format!(
+            "echo $$ > {}; echo started; sleep 60",
+            pid_file.display()
+        ))
+        .await;
+    stack.wait_output(&job, "started").await;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+
+    // The laptop sleeps: nobody can confirm the cancel.
+    worker.stop();
+    let body = serde_json::json!({"job_id": job}).to_string();
+    let reply = stack
+        .api_raw(subjects::api::JOBS_CANCEL, body.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(reply["state"], "cancel_requested");
+    let done = stack.wait_terminal(&job).await;
+    let EventKind::ForceCancelled(f) = &done.kind else {
+        panic!("{done:?}")
+    };
+    assert!(
+        f.error.as_deref().unwrap_or("").contains("did not confirm"),
+        "{f:?}"
+    );
+
+    // It wakes up and is told to stop what it still runs of the job.
+    worker.cont();
+    let deadline = tokio::time::Instant::now() + skynet_tests::WAIT;
+    while alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cancelled job kept running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let events = stack.events(&job).await;
+    assert_eq!(
+        events.iter().filter(|e| e.state().is_terminal()).count(),
+        1,
+        "{events:?}"
+    );
+}

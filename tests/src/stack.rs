@@ -72,6 +72,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The defaults with [`PERMISSIVE_POLICY`], for tests about other things than policy.
+    pub fn permissive() -> Self {
+        Self {
+            policy: Some(PERMISSIVE_POLICY.into()),
+            ..Default::default()
+        }
+    }
+}
+
 /// A policy that allows everything but the worst, for tests about other things.
 pub const PERMISSIVE_POLICY: &str = r#"
 [defaults]

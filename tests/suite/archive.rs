@@ -3,19 +3,12 @@
 //! archiver's absence, and artifacts round-trip with a size cap.
 
 use skynet_protocol::{EventKind, JobState, streams, subjects};
-use skynet_tests::{Options, PERMISSIVE_POLICY, Stack};
+use skynet_tests::{Options, Stack};
 use tokio::io::AsyncReadExt;
-
-fn permissive() -> Options {
-    Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn logs_stay_readable_in_full_after_the_live_stream_is_purged() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;
     let job = stack
         .submit(serde_json::json!({"steps": [
@@ -60,7 +53,7 @@ async fn logs_stay_readable_in_full_after_the_live_stream_is_purged() {
 
 #[tokio::test]
 async fn a_job_that_ends_while_the_archiver_is_down_is_archived_when_it_returns() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;
     stack.stop_service("archiver").await;
     let job = stack.submit_shell("echo archived later").await;
@@ -77,7 +70,7 @@ async fn a_job_that_ends_while_the_archiver_is_down_is_archived_when_it_returns(
 
 #[tokio::test]
 async fn artifacts_round_trip_and_past_the_size_cap_fail_the_job_clearly() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let mut cfg = stack.worker_config("w1");
     cfg.artifact_max_bytes = 1000;
     let _w = stack.add_worker(cfg).await;

@@ -4,18 +4,11 @@
 
 use skynet_protocol::{EventKind, JobState, subjects};
 use skynet_tests::process::alive;
-use skynet_tests::{Options, PERMISSIVE_POLICY, Stack};
-
-fn permissive() -> Options {
-    Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    }
-}
+use skynet_tests::{Options, Stack};
 
 #[tokio::test]
 async fn cancel_kills_the_whole_process_group() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     let pids = w.home().join("pids");
     let cmd = format!(
@@ -53,7 +46,7 @@ async fn cancel_kills_the_whole_process_group() {
 
 #[tokio::test]
 async fn cancelling_before_dispatch_ends_the_job_at_once() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     // No worker can take it, so it waits.
     let job = stack
         .submit(serde_json::json!({"labels": ["nowhere"], "steps": [{"action": "shell", "cmd": "true"}]}))
@@ -71,7 +64,7 @@ async fn cancelling_before_dispatch_ends_the_job_at_once() {
 
 #[tokio::test]
 async fn a_step_over_its_timeout_ends_timed_out() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;
     let job = stack
         .submit(serde_json::json!({"steps": [
@@ -107,7 +100,7 @@ async fn a_step_over_its_timeout_ends_timed_out() {
 
 #[tokio::test]
 async fn the_worker_refuses_paths_outside_its_roots_even_when_policy_allows() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     let outside = stack.path("outside");
     std::fs::write(outside.join("secret.txt"), "do not read").unwrap();
@@ -170,7 +163,7 @@ redirect = "allow"
 
 #[tokio::test]
 async fn a_failing_step_stops_the_job_with_its_exit_code() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;
     let job = stack
         .submit(serde_json::json!({"steps": [
@@ -191,7 +184,7 @@ async fn a_failing_step_stops_the_job_with_its_exit_code() {
 #[tokio::test]
 async fn a_cancel_nobody_confirms_ends_force_cancelled_and_the_waking_worker_stops_the_job() {
     const TESTSVC: &str = env!("CARGO_BIN_EXE_skynet-testsvc");
-    let mut options = permissive();
+    let mut options = Options::permissive();
     options.dispatcher.cancel_confirm = std::time::Duration::from_secs(1);
     let stack = Stack::start_with(options).await;
     let cfg = stack.worker_config("sleepy");

@@ -5,15 +5,11 @@
 use futures::StreamExt;
 use skynet_protocol::job::Rejection;
 use skynet_protocol::{EventKind, JobState, subjects};
-use skynet_tests::{Options, PERMISSIVE_POLICY, Stack, WAIT};
+use skynet_tests::{Options, Stack, WAIT};
 
 #[tokio::test]
 async fn submitting_the_same_id_twice_gives_one_job_and_one_run() {
-    let mut stack = Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    })
-    .await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     let marker = w.home().join("runs.log");
     let body = serde_json::json!({
@@ -168,11 +164,7 @@ async fn every_api_endpoint_answers_bad_input_with_a_400() {
 
 #[tokio::test]
 async fn hostile_payloads_anywhere_on_the_bus_crash_nothing() {
-    let mut stack = Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    })
-    .await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     let big = vec![b'x'; 900 * 1024];
     let payloads: Vec<Vec<u8>> = vec![

@@ -78,11 +78,7 @@ async fn the_ledger_killed_mid_flow_loses_nothing_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn services_and_workers_carry_on_after_nats_restarts() {
-    let mut stack = Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    })
-    .await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;
     let before = stack.submit_shell("echo before").await;
     stack.wait_state(&before, JobState::Succeeded).await;
@@ -118,11 +114,7 @@ async fn services_and_workers_carry_on_after_nats_restarts() {
 
 #[tokio::test]
 async fn the_ledger_rebuilds_its_database_from_the_stream_when_the_file_is_gone() {
-    let mut stack = Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    })
-    .await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;
     let done = stack.submit_shell("echo one").await;
     let denied = stack.submit_shell("rm -rf ~").await;

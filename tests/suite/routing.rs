@@ -2,15 +2,11 @@
 //! wait in `queued` until one appears.
 
 use skynet_protocol::{EventKind, JobState};
-use skynet_tests::{Options, PERMISSIVE_POLICY, Stack};
+use skynet_tests::{Options, Stack};
 
 #[tokio::test]
 async fn labels_route_jobs_and_unmatched_jobs_wait_for_a_worker() {
-    let mut stack = Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    })
-    .await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let mut linux = stack.worker_config("box-linux");
     linux.labels = vec!["linux".into()];
     let mut gpu = stack.worker_config("box-gpu");
@@ -63,11 +59,7 @@ async fn labels_route_jobs_and_unmatched_jobs_wait_for_a_worker() {
 
 #[tokio::test]
 async fn a_worker_runs_no_more_than_max_jobs_at_once() {
-    let mut stack = Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    })
-    .await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let mut cfg = stack.worker_config("solo");
     cfg.max_jobs = 1;
     let w = stack.add_worker(cfg).await;

@@ -9,16 +9,9 @@ use skynet_protocol::alert::AlertKind;
 use skynet_protocol::{EventKind, JobState};
 use skynet_tests::process::alive;
 use skynet_tests::proxy::TcpProxy;
-use skynet_tests::{Options, PERMISSIVE_POLICY, ServiceProcess, Stack};
+use skynet_tests::{Options, ServiceProcess, Stack};
 
 const TESTSVC: &str = env!("CARGO_BIN_EXE_skynet-testsvc");
-
-fn permissive() -> Options {
-    Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    }
-}
 
 /// Sends `sig` to the process group of a job that wrote its shell's pid (its group id).
 fn signal_group(pid_file: &std::path::Path, sig: nix::sys::signal::Signal) -> i32 {
@@ -33,7 +26,7 @@ fn signal_group(pid_file: &std::path::Path, sig: nix::sys::signal::Signal) -> i3
 
 #[tokio::test]
 async fn a_worker_killed_mid_job_is_offline_within_three_heartbeats_and_its_job_ends_worker_lost() {
-    let stack = Stack::start_with(permissive()).await;
+    let stack = Stack::start_with(Options::permissive()).await;
     let cfg = stack.worker_config("doomed");
     let heartbeat = cfg.heartbeat;
     let mut worker = ServiceProcess::worker(TESTSVC, &stack.nats.url(), &cfg);
@@ -75,7 +68,7 @@ async fn a_worker_killed_mid_job_is_offline_within_three_heartbeats_and_its_job_
 
 #[tokio::test]
 async fn a_job_with_retries_moves_to_another_worker_and_the_sleeping_one_cannot_continue_it() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let a_cfg = stack.worker_config("a-sleepy");
     let a = ServiceProcess::worker(TESTSVC, &stack.nats.url(), &a_cfg);
     stack.wait_worker_registered(&a_cfg.id).await;
@@ -152,7 +145,7 @@ async fn a_job_with_retries_moves_to_another_worker_and_the_sleeping_one_cannot_
 
 #[tokio::test]
 async fn stalled_and_unroutable_jobs_raise_an_alert_when_they_start_and_when_they_end() {
-    let mut options = permissive();
+    let mut options = Options::permissive();
     options.sentinel.stall_after = Duration::from_secs(1);
     options.sentinel.unroutable_after = Duration::from_millis(500);
     let mut stack = Stack::start_with(options).await;
@@ -203,7 +196,7 @@ async fn stalled_and_unroutable_jobs_raise_an_alert_when_they_start_and_when_the
 
 #[tokio::test]
 async fn a_sentinel_cut_off_from_nats_does_not_declare_live_workers_dead() {
-    let mut options = permissive();
+    let mut options = Options::permissive();
     options.services = vec!["ledger", "planner", "policy", "dispatcher", "archiver"];
     options.sentinel.unroutable_after = Duration::from_millis(200);
     let mut stack = Stack::start_with(options).await;
@@ -250,7 +243,7 @@ async fn a_sentinel_cut_off_from_nats_does_not_declare_live_workers_dead() {
 
 #[tokio::test]
 async fn two_sentinels_raise_each_alert_once() {
-    let mut stack = Stack::start_with(permissive()).await;
+    let mut stack = Stack::start_with(Options::permissive()).await;
     let url = stack.nats.url();
     stack.start_service_at("sentinel", "sentinel-2", &url).await;
     let cfg = stack.worker_config("flaky");
@@ -271,7 +264,7 @@ async fn two_sentinels_raise_each_alert_once() {
 
 #[tokio::test]
 async fn a_job_past_its_time_limit_that_nobody_ends_is_timed_out_by_the_sentinel() {
-    let mut options = permissive();
+    let mut options = Options::permissive();
     options.sentinel.overdue_grace = Duration::from_millis(500);
     let mut stack = Stack::start_with(options).await;
     let _w = stack.add_worker(stack.worker_config("w1")).await;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use skynet_protocol::{JobId, JobState, subjects};
 use skynet_tests::fake_telegram::{FakeTelegram, Sent};
-use skynet_tests::{Options, PERMISSIVE_POLICY, Stack};
+use skynet_tests::{Options, Stack};
 
 /// Allowed to run jobs, and an approver.
 const ALICE: u64 = 1001;
@@ -34,11 +34,7 @@ fn chat(user: u64) -> i64 {
 }
 
 async fn permissive() -> Stack {
-    Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    })
-    .await
+    Stack::start_with(Options::permissive()).await
 }
 
 /// The job a bot message names (`Job <code>abcdef12</code>`), resolved through the API.

@@ -20,11 +20,42 @@ pub enum Update {
 
 /// Watches the registry until `shutdown`, surviving server restarts.
 pub fn watch(js: jetstream::Context, shutdown: CancellationToken) -> mpsc::Receiver<Update> {
+    watch_bucket(js, streams::WORKERS_BUCKET, shutdown, |entry| {
+        let id = WorkerId::parse(&entry.key).ok()?;
+        match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<WorkerInfo>(&entry.value) {
+                Ok(info) if info.id == id => Some(Update::Put(Box::new(info), entry.revision)),
+                Ok(_) => {
+                    tracing::warn!(worker = %id, "registry entry names another worker; ignored");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %id, error = %e, "unreadable registry entry");
+                    None
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => Some(Update::Removed(id)),
+        }
+    })
+}
+
+/// Watches every key of KV `bucket` until `shutdown`: current values first, then each
+/// change, through server restarts. `read` turns an entry into an update (`None` skips it).
+pub fn watch_bucket<T, F>(
+    js: jetstream::Context,
+    bucket: &'static str,
+    shutdown: CancellationToken,
+    read: F,
+) -> mpsc::Receiver<T>
+where
+    T: Send + 'static,
+    F: Fn(kv::Entry) -> Option<T> + Send + Sync + 'static,
+{
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         loop {
             let result = async {
-                let store = js.get_key_value(streams::WORKERS_BUCKET).await?;
+                let store = js.get_key_value(bucket).await?;
                 let mut watch = store.watch_with_history(">").await?;
                 loop {
                     let entry = tokio::select! {
@@ -32,24 +63,9 @@ pub fn watch(js: jetstream::Context, shutdown: CancellationToken) -> mpsc::Recei
                         e = watch.next() => e,
                     };
                     let Some(entry) = entry else {
-                        anyhow::bail!("registry watch ended");
+                        anyhow::bail!("watch of {bucket} ended");
                     };
-                    let entry = entry?;
-                    let Ok(id) = WorkerId::parse(&entry.key) else { continue };
-                    let update = match entry.operation {
-                        kv::Operation::Put => match serde_json::from_slice::<WorkerInfo>(&entry.value) {
-                            Ok(info) if info.id == id => Update::Put(Box::new(info), entry.revision),
-                            Ok(_) => {
-                                tracing::warn!(worker = %id, "registry entry names another worker; ignored");
-                                continue;
-                            }
-                            Err(e) => {
-                                tracing::warn!(worker = %id, error = %e, "unreadable registry entry");
-                                continue;
-                            }
-                        },
-                        kv::Operation::Delete | kv::Operation::Purge => Update::Removed(id),
-                    };
+                    let Some(update) = read(entry?) else { continue };
                     if tx.send(update).await.is_err() {
                         return Ok(());
                     }
@@ -60,7 +76,7 @@ pub fn watch(js: jetstream::Context, shutdown: CancellationToken) -> mpsc::Recei
                 return;
             }
             if let Err(e) = result {
-                tracing::warn!(error = %e, "watching the worker registry; retrying");
+                tracing::warn!(bucket, error = %e, "watching a bucket; retrying");
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

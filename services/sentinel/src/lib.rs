@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::Client;
 use async_nats::jetstream::{self, kv, message::PublishMessage};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use skynet_protocol::alert::{Alert, AlertKind};
 use skynet_protocol::event::Finished;
@@ -142,7 +141,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         unsent: Vec::new(),
     };
     let mut registry = registry::watch(js.clone(), shutdown.clone());
-    let mut conditions = watch_conditions(conditions_kv, shutdown.clone());
+    let mut conditions = watch_conditions(js.clone(), shutdown.clone());
     let mut events = log.replay().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,49 +173,20 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
 }
 
 /// Mirrors the conditions bucket, so every copy knows what is raised.
-fn watch_conditions(store: kv::Store, shutdown: CancellationToken) -> mpsc::Receiver<CondUpdate> {
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        loop {
-            let result = async {
-                let mut watch = store.watch_with_history(">").await?;
-                loop {
-                    let entry = tokio::select! {
-                        _ = shutdown.cancelled() => return anyhow::Ok(()),
-                        e = watch.next() => e,
-                    };
-                    let Some(entry) = entry else {
-                        anyhow::bail!("watch ended")
-                    };
-                    let entry = entry?;
-                    let update = match entry.operation {
-                        kv::Operation::Put => {
-                            match serde_json::from_slice::<CondValue>(&entry.value) {
-                                Ok(v) => CondUpdate::Put(entry.key.clone(), v, entry.revision),
-                                Err(_) => continue,
-                            }
-                        }
-                        _ => CondUpdate::Removed(entry.key.clone()),
-                    };
-                    if tx.send(update).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            .await;
-            if shutdown.is_cancelled() || tx.is_closed() {
-                return;
-            }
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "watching sentinel conditions; retrying");
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    });
-    rx
+fn watch_conditions(
+    js: jetstream::Context,
+    shutdown: CancellationToken,
+) -> mpsc::Receiver<CondUpdate> {
+    registry::watch_bucket(js, streams::SENTINEL_BUCKET, shutdown, |entry| {
+        Some(match entry.operation {
+            kv::Operation::Put => CondUpdate::Put(
+                entry.key.clone(),
+                serde_json::from_slice::<CondValue>(&entry.value).ok()?,
+                entry.revision,
+            ),
+            _ => CondUpdate::Removed(entry.key.clone()),
+        })
+    })
 }
 
 fn key(kind: &str, id: &str) -> String {

@@ -104,8 +104,10 @@ impl JobState {
                 AwaitingApproval | Approved | Denied | Rejected | Cancelled
             ),
             AwaitingApproval => matches!(to, Approved | Denied | Cancelled),
-            Approved => matches!(to, Queued | Dispatched | Cancelled),
-            Queued => matches!(to, Dispatched | Cancelled),
+            // A job that can never run (its approval carries no valid seal, or the seal
+            // expired before a worker could take it) fails without reaching a worker.
+            Approved => matches!(to, Queued | Dispatched | Cancelled | Failed),
+            Queued => matches!(to, Dispatched | Cancelled | Failed),
             Dispatched => matches!(to, Running | Queued | CancelRequested | Failed | TimedOut),
             Running => matches!(to, Succeeded | Failed | TimedOut | CancelRequested | Queued),
             CancelRequested => matches!(
@@ -203,10 +205,10 @@ pub enum EventKind {
         by: String,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         reasons: Vec<String>,
-        /// Policy's signature over the job and its plan hash: only approvals policy made
-        /// (itself, or for a person through its API) lead to a signed spec.
+        /// The grant policy sealed for this approval (itself, or for a person through its
+        /// API): workers run only what a trusted seal covers.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        seal: Option<String>,
+        seal: Option<crate::spec::Seal>,
     },
     Queued {
         attempt: u32,

@@ -23,13 +23,14 @@ pub mod limits {
     pub const RETRIES: u32 = 10;
     pub const REQUESTED_BY_CHARS: usize = 200;
     pub const SKILL_NAME_CHARS: usize = 64;
+    pub const LOCK_CHARS: usize = 128;
 }
 
 /// Job timeout used when a request gives none.
 pub const DEFAULT_TIMEOUT_S: u64 = 3600;
 
 /// A request for work. At least one of `goal` and `steps`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,10 +53,57 @@ pub struct JobRequest {
     /// conversation can be resumed from the job itself after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
+    /// Among jobs waiting for the same workers, a higher priority is dispatched first (FIFO
+    /// within a priority).
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
+    /// Jobs with the same lock never run at the same time, anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// How urgent a job is, among jobs waiting for the same workers.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Low,
+    #[default]
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub fn is_normal(&self) -> bool {
+        *self == Priority::Normal
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "low" => Ok(Priority::Low),
+            "normal" => Ok(Priority::Normal),
+            "high" => Ok(Priority::High),
+            other => Err(format!(
+                "unknown priority {other:?}; one of high, normal, low"
+            )),
+        }
+    }
 }
 
 /// The operations of the `git` action.
@@ -591,6 +639,20 @@ impl JobRequest {
                 format!("is {}; the limit is {}", self.retries, limits::RETRIES),
             ));
         }
+        if let Some(lock) = &self.lock {
+            if lock.trim().is_empty() {
+                return Err(field("lock", "must not be empty"));
+            }
+            if lock.chars().count() > limits::LOCK_CHARS {
+                return Err(field(
+                    "lock",
+                    format!("is longer than {} characters", limits::LOCK_CHARS),
+                ));
+            }
+            if lock.chars().any(char::is_control) {
+                return Err(field("lock", "contains control characters"));
+            }
+        }
         for (name, v) in [
             ("requested_by", &self.requested_by),
             ("origin", &self.origin),
@@ -735,6 +797,21 @@ mod tests {
             artifacts: vec![],
         };
         assert_eq!(s.describe(), r"echo 'it'\''s'");
+    }
+
+    #[test]
+    fn priorities_and_locks_are_checked() {
+        let req = parse(r#"{"goal":"x","priority":"high","lock":"repo:~/src/app"}"#).unwrap();
+        assert_eq!(req.priority, Priority::High);
+        assert_eq!(req.lock.as_deref(), Some("repo:~/src/app"));
+        assert_eq!(parse(r#"{"goal":"x"}"#).unwrap().priority, Priority::Normal);
+        let e = parse(r#"{"goal":"x","priority":"urgent"}"#).unwrap_err();
+        assert!(e.to_string().contains("urgent"), "{e}");
+        let long = "l".repeat(129);
+        let e = parse(&format!(r#"{{"goal":"x","lock":"{long}"}}"#)).unwrap_err();
+        assert!(e.to_string().contains("`lock`"), "{e}");
+        assert!(parse(r#"{"goal":"x","lock":" "}"#).is_err());
+        assert!(Priority::High > Priority::Normal && Priority::Normal > Priority::Low);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod api;
 pub mod event;
 pub mod ids;
 pub mod job;
+pub mod lifecycle;
 pub mod permissions;
 pub mod spec;
 pub mod streams;
@@ -19,8 +20,8 @@ pub mod worker;
 
 pub use event::{Event, EventKind, Finished, JobState, StepResult};
 pub use ids::{IdError, JobId, WorkerId};
-pub use job::{GitOp, JobRequest, Step, ValidationError};
-pub use spec::{ExecutionSpec, SignedSpec, SpecError};
+pub use job::{GitOp, JobRequest, Priority, Step, ValidationError};
+pub use spec::{ExecutionSpec, Grant, Seal, SpecError};
 
 /// The largest JobRequest (in bytes) any intake accepts. Well under NATS's 1 MiB default
 /// max payload, so a request always fits one message with room for headers.

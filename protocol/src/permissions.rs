@@ -113,6 +113,20 @@ fn obj_write(p: &mut Permissions, bucket: &str, purge: bool) {
     }
 }
 
+/// Reading every snapshot and writing one's own (`<service>.json.gz`): the object's
+/// metadata subject carries its name, so no service can replace another's snapshot.
+fn snapshot(p: &mut Permissions, service: &str) {
+    use base64::Engine as _;
+    let bucket = streams::SNAPSHOTS_BUCKET;
+    obj_read(p, bucket);
+    let name = base64::engine::general_purpose::URL_SAFE.encode(format!("{service}.json.gz"));
+    p.publish.extend([
+        format!("$O.{bucket}.C.>"),
+        format!("$O.{bucket}.M.{name}"),
+        format!("{JS}.STREAM.PURGE.OBJ_{bucket}"),
+    ]);
+}
+
 /// Serving API endpoints as part of the NATS service `skynet`.
 fn serve(p: &mut Permissions, endpoints: &[&str]) {
     p.subscribe
@@ -147,7 +161,11 @@ fn info_all(p: &mut Permissions) {
     ] {
         p.publish.push(stream_info(&format!("KV_{kv}")));
     }
-    for obj in [streams::ARTIFACTS_BUCKET, streams::ARCHIVE_BUCKET] {
+    for obj in [
+        streams::ARTIFACTS_BUCKET,
+        streams::ARCHIVE_BUCKET,
+        streams::SNAPSHOTS_BUCKET,
+    ] {
         p.publish.push(stream_info(&format!("OBJ_{obj}")));
     }
 }
@@ -188,8 +206,8 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             info_all(&mut p);
             serve(&mut p, &[api::JOBS_APPROVE, api::JOBS_DENY]);
             read(&mut p, streams::EVENTS);
-            p.publish
-                .extend([EVENTS_ANY.into(), subjects::WORK_ANY.into()]);
+            snapshot(&mut p, "policy");
+            p.publish.push(EVENTS_ANY.into());
         }
         Role::Dispatcher => {
             info_all(&mut p);
@@ -197,10 +215,14 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             read(&mut p, streams::EVENTS);
             durable(&mut p, streams::OUTBOX, streams::RELAY_CONSUMER);
             kv_read(&mut p, streams::WORKERS_BUCKET);
+            kv_read(&mut p, streams::SENTINEL_BUCKET);
+            snapshot(&mut p, "dispatcher");
             p.publish.extend([
                 EVENTS_ANY.into(),
                 subjects::LOGS_ANY_JOB.into(),
                 subjects::CONTROL_ALL.into(),
+                // Handing approved work to workers.
+                subjects::WORK_ANY.into(),
                 // Withdrawing an unstarted spec (by subject) when a job moved on.
                 format!("{JS}.STREAM.PURGE.{}", streams::WORK),
             ]);
@@ -226,8 +248,8 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             read(&mut p, streams::EVENTS);
             kv_read(&mut p, streams::WORKERS_BUCKET);
             kv_read(&mut p, streams::SENTINEL_BUCKET);
+            snapshot(&mut p, "sentinel");
             p.publish.extend([
-                EVENTS_ANY.into(),
                 subjects::ALERTS.into(),
                 format!("$KV.{}.>", streams::SENTINEL_BUCKET),
             ]);
@@ -292,6 +314,12 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
                 format!("{JS}.CONSUMER.INFO.{}.{consumer}", streams::WORK),
                 format!("{JS}.CONSUMER.MSG.NEXT.{}.{consumer}", streams::WORK),
                 format!("$JS.ACK.{}.{consumer}.>", streams::WORK),
+                // Checking a spec in hand is still waiting (not withdrawn) before it starts.
+                format!(
+                    "{JS}.DIRECT.GET.{}.{}",
+                    streams::WORK,
+                    subjects::work_filter(id)
+                ),
                 stream_info(streams::OUTBOX),
                 subjects::outbox_filter(id),
                 stream_info(&format!("KV_{}", streams::WORKERS_BUCKET)),
@@ -374,6 +402,35 @@ mod tests {
     }
 
     #[test]
+    fn only_the_owner_hands_out_work_and_only_the_sentinel_records_offline_workers() {
+        assert!(may_publish(&Role::Dispatcher, "skynet.work.w1.job1"));
+        for role in [Role::Policy, Role::Sentinel, Role::Planner] {
+            assert!(!may_publish(&role, "skynet.work.w1.job1"), "{role:?}");
+        }
+        // The sentinel decides nothing about jobs.
+        assert!(!may_publish(&Role::Sentinel, "skynet.events.job1"));
+        assert!(may_publish(
+            &Role::Sentinel,
+            "$KV.skynet-sentinel.worker_offline.w1"
+        ));
+        assert!(!may_publish(
+            &Role::Dispatcher,
+            "$KV.skynet-sentinel.worker_offline.w1"
+        ));
+        // Each service writes its own snapshot only.
+        use base64::Engine as _;
+        let meta = |s: &str| {
+            format!(
+                "$O.skynet-snapshots.M.{}",
+                base64::engine::general_purpose::URL_SAFE.encode(format!("{s}.json.gz"))
+            )
+        };
+        assert!(may_publish(&Role::Policy, &meta("policy")));
+        assert!(!may_publish(&Role::Dispatcher, &meta("policy")));
+        assert!(!may_publish(&Role::Sentinel, &meta("dispatcher")));
+    }
+
+    #[test]
     fn a_worker_touches_only_its_own_subjects() {
         let me = Role::Worker(WorkerId::parse("w1").unwrap());
         assert!(may_publish(&me, "skynet.out.w1.job1.log"));
@@ -394,9 +451,15 @@ mod tests {
             "$JS.API.STREAM.DELETE.SKYNET_EVENTS",
             "$JS.API.STREAM.PURGE.SKYNET_WORK",
             "$JS.API.STREAM.UPDATE.SKYNET_WORK",
+            "$JS.API.DIRECT.GET.SKYNET_WORK.skynet.work.w2.job1",
+            "$JS.API.DIRECT.GET.SKYNET_WORK",
         ] {
             assert!(!may_publish(&me, forbidden), "{forbidden}");
         }
+        assert!(may_publish(
+            &me,
+            "$JS.API.DIRECT.GET.SKYNET_WORK.skynet.work.w1.job1"
+        ));
         let subs = permissions(&me, "_INBOX.K").subscribe;
         assert_eq!(subs, ["_INBOX.K.>", "skynet.control.w1"]);
     }

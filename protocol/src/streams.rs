@@ -28,6 +28,10 @@ pub const WORKERS_BUCKET: &str = "skynet-workers";
 pub const ARTIFACTS_BUCKET: &str = "skynet-artifacts";
 /// Archived logs and event histories of finished jobs, under `<job_id>/...`.
 pub const ARCHIVE_BUCKET: &str = "skynet-archive";
+/// Snapshots of the services that keep the open jobs in memory (policy, dispatcher,
+/// sentinel): one object per service, so a restart resumes from a position instead of the
+/// stream's beginning.
+pub const SNAPSHOTS_BUCKET: &str = "skynet-snapshots";
 /// Tokens spent by the LLM planners, one running total per day, planner and model
 /// (`<YYYY-MM-DD>.<planner>.<model>`), updated with compare-and-set by every planner copy.
 pub const PLANNER_USAGE_BUCKET: &str = "skynet-planner-usage";
@@ -225,6 +229,16 @@ pub fn artifacts_store(r: &Retention) -> object_store::Config {
     }
 }
 
+pub fn snapshots_store(r: &Retention) -> object_store::Config {
+    object_store::Config {
+        bucket: SNAPSHOTS_BUCKET.into(),
+        description: Some("SKYNET service snapshots of the open jobs".into()),
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
 pub fn archive_store(r: &Retention) -> object_store::Config {
     object_store::Config {
         bucket: ARCHIVE_BUCKET.into(),
@@ -272,6 +286,17 @@ pub fn telegram_job_key(job: &JobId) -> String {
 pub fn telegram_alert_key(alert_id: &str, chat: i64) -> String {
     let digest = Sha256::digest(alert_id.as_bytes());
     format!("{}.{chat}", hex::encode(&digest[..16]))
+}
+
+/// The sentinel's key for "worker `id` is offline" in [`SENTINEL_BUCKET`]: present while it
+/// is. The dispatcher watches these keys and moves the worker's jobs on.
+pub fn offline_key(worker: &WorkerId) -> String {
+    format!("worker_offline.{worker}")
+}
+
+/// The worker an [`offline_key`] names.
+pub fn parse_offline_key(key: &str) -> Option<WorkerId> {
+    WorkerId::parse(key.strip_prefix("worker_offline.")?).ok()
 }
 
 /// The planner's durable consumer on the intake. Copies of the planner share it.
@@ -422,6 +447,13 @@ mod tests {
             telegram_events_consumer().deliver_policy,
             DeliverPolicy::New
         );
+    }
+
+    #[test]
+    fn offline_keys_name_their_worker() {
+        let w = WorkerId::parse("laptop-1").unwrap();
+        assert_eq!(parse_offline_key(&offline_key(&w)), Some(w));
+        assert_eq!(parse_offline_key("job_stalled.x"), None);
     }
 
     #[test]

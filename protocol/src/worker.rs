@@ -32,6 +32,9 @@ pub struct WorkerInfo {
     /// moving, the job makes no progress.
     #[serde(default)]
     pub progress: std::collections::BTreeMap<JobId, u64>,
+    /// Per running job, the attempt it runs.
+    #[serde(default)]
+    pub attempts: std::collections::BTreeMap<JobId, u32>,
 }
 
 impl WorkerInfo {
@@ -102,9 +105,20 @@ pub enum WorkerReport {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
-    /// The worker would not run the spec (bad signature, expired, meant for another
-    /// worker, replayed).
+    /// The worker would not run the spec (bad seal, expired, meant for another worker,
+    /// replayed).
     Refused {
+        attempt: u32,
+        reason: String,
+        /// The worker already ran (or runs) this attempt: a duplicate delivery, not a verdict
+        /// on the job.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
+    },
+    /// The attempt ended without an outcome: the worker stopped (crashed, was killed, lost
+    /// its connection for longer than its lease) while it ran, and has made sure its
+    /// processes are gone. The job's owner treats it like a lost worker.
+    Abandoned {
         attempt: u32,
         reason: String,
     },
@@ -115,7 +129,8 @@ impl WorkerReport {
         match self {
             WorkerReport::Started { attempt }
             | WorkerReport::Finished { attempt, .. }
-            | WorkerReport::Refused { attempt, .. } => *attempt,
+            | WorkerReport::Refused { attempt, .. }
+            | WorkerReport::Abandoned { attempt, .. } => *attempt,
         }
     }
 }
@@ -141,6 +156,7 @@ mod tests {
             last_seen: crate::time::from_unix_ms(last_seen_ms),
             session: "s".into(),
             progress: Default::default(),
+            attempts: Default::default(),
         }
     }
 

@@ -21,6 +21,25 @@ pub fn alive(pid: i32) -> bool {
     }
 }
 
+/// The program that hosts step supervisors for workers the tests run in-process: the
+/// `skynet-testsvc` binary next to the test binary (`SKYNET_SUPERVISOR` overrides it).
+pub fn supervisor_program() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKYNET_SUPERVISOR") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let mut dir = exe.parent();
+    // target/<profile>/deps/<test binary>, or target/<profile>/<binary>.
+    while let Some(d) = dir {
+        let candidate = d.join("skynet-testsvc");
+        if candidate.is_file() {
+            return candidate;
+        }
+        dir = d.parent();
+    }
+    PathBuf::from("skynet-testsvc")
+}
+
 /// The settings a `skynet-testsvc worker` process runs with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
@@ -30,9 +49,15 @@ pub struct WorkerSpec {
     pub home: PathBuf,
     pub max_jobs: u32,
     pub heartbeat_ms: u64,
+    #[serde(default = "three")]
+    pub missed_heartbeats: u32,
     pub trusted_keys: Vec<String>,
     #[serde(default)]
     pub redact: Vec<String>,
+}
+
+fn three() -> u32 {
+    3
 }
 
 impl WorkerSpec {
@@ -44,6 +69,7 @@ impl WorkerSpec {
             home: c.home.clone(),
             max_jobs: c.max_jobs,
             heartbeat_ms: c.heartbeat.as_millis() as u64,
+            missed_heartbeats: c.missed_heartbeats,
             trusted_keys: c.trusted_keys.clone(),
             redact: c.redact.clone(),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_nats::Client;
 use futures::StreamExt;
+use skynet_protocol::lifecycle::Timing;
 use skynet_protocol::streams::Retention;
 use skynet_protocol::{Event, JobId, JobState, WorkerId, subjects};
 use skynet_runtime::setup::{Existing, ensure_all};
@@ -34,9 +35,9 @@ pub struct Options {
     /// Policy TOML; `None` for the built-in policy.
     pub policy: Option<String>,
     pub approval_ttl: Option<Duration>,
-    pub dispatcher: skynet_dispatcher::Config,
+    /// The timing rules every service of the stack runs with.
+    pub timing: Timing,
     pub planner: skynet_planner::Config,
-    pub sentinel: skynet_sentinel::Config,
     /// Auth on: every service, worker and the test's own client connect with their own
     /// nkey, and the server enforces each identity's permissions.
     pub secure: bool,
@@ -51,13 +52,12 @@ impl Default for Options {
         Self {
             policy: None,
             approval_ttl: None,
-            dispatcher: skynet_dispatcher::Config {
-                cancel_confirm: Duration::from_secs(8),
+            timing: Timing {
+                stop_confirm: Duration::from_secs(8),
                 timeout_grace: Duration::from_secs(2),
-                ..Default::default()
+                ..Timing::default()
             },
             planner: skynet_planner::Config::default(),
-            sentinel: skynet_sentinel::Config::default(),
             secure: false,
             workers: vec![],
             services: vec![
@@ -300,17 +300,21 @@ impl Stack {
                 let config = skynet_policy::Config {
                     policy: Arc::new(policy),
                     signing_key: self.signer.clone(),
-                    spec_ttl: Duration::from_secs(600),
+                    grant_ttl: Duration::from_secs(24 * 3600),
                 };
                 tokio::spawn(skynet_policy::run(config, client, t))
             }
             "dispatcher" => tokio::spawn(skynet_dispatcher::run(
-                self.options.dispatcher.clone(),
+                skynet_dispatcher::Config {
+                    timing: self.options.timing.clone(),
+                },
                 client,
                 t,
             )),
             "sentinel" => tokio::spawn(skynet_sentinel::run(
-                self.options.sentinel.clone(),
+                skynet_sentinel::Config {
+                    timing: self.options.timing.clone(),
+                },
                 client,
                 t,
             )),
@@ -359,6 +363,8 @@ impl Stack {
             home,
             max_jobs: 1,
             heartbeat: Duration::from_millis(500),
+            missed_heartbeats: self.options.timing.missed_heartbeats,
+            supervisor: crate::process::supervisor_program(),
             trusted_keys: vec![self.signer.public_key()],
             data_dir: self.path(&format!("worker-data-{id}")),
             kill_grace: Duration::from_secs(5),

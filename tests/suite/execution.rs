@@ -185,7 +185,7 @@ async fn a_failing_step_stops_the_job_with_its_exit_code() {
 async fn a_cancel_nobody_confirms_ends_force_cancelled_and_the_waking_worker_stops_the_job() {
     const TESTSVC: &str = env!("CARGO_BIN_EXE_skynet-testsvc");
     let mut options = Options::permissive();
-    options.dispatcher.cancel_confirm = std::time::Duration::from_secs(1);
+    options.timing.stop_confirm = std::time::Duration::from_secs(1);
     let stack = Stack::start_with(options).await;
     let cfg = stack.worker_config("sleepy");
     let worker = skynet_tests::ServiceProcess::worker(TESTSVC, &stack.nats.url(), &cfg);

@@ -14,7 +14,7 @@ fn secure() -> Options {
         policy: Some(PERMISSIVE_POLICY.into()),
         ..Default::default()
     };
-    o.sentinel.unroutable_after = Duration::from_millis(200);
+    o.timing.unroutable_after = Duration::from_millis(200);
     o
 }
 
@@ -281,68 +281,90 @@ async fn next_report(sub: &mut async_nats::Subscriber) -> serde_json::Value {
 #[tokio::test]
 async fn the_worker_refuses_specs_it_cannot_trust_and_says_why() {
     use futures::StreamExt;
-    use skynet_protocol::spec::{ExecutionSpec, plan_hash};
+    use skynet_protocol::spec::{ExecutionSpec, Grant, plan_hash};
     use skynet_protocol::{JobId, Step, WorkerId};
 
     let mut stack = Stack::start_with(secure()).await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     let marker = w.home().join("ran.log");
-    let steps = vec![Step::Shell {
-        cmd: Some(format!("echo ran >> {}", marker.display())),
-        argv: None,
-        cwd: None,
-        env: Default::default(),
-        timeout_s: None,
-        artifacts: vec![],
-    }];
+    let step = |text: &str| {
+        vec![Step::Shell {
+            cmd: Some(format!("echo {text} >> {}", marker.display())),
+            argv: None,
+            cwd: None,
+            env: Default::default(),
+            timeout_s: None,
+            artifacts: vec![],
+        }]
+    };
+    let steps = step("ran");
     let now = skynet_protocol::time::now_ms() / 1000;
-    let spec = |job: &JobId, worker: &str, not_after: i64| ExecutionSpec {
+    let grant = |job: &JobId, not_after: i64| Grant {
+        job_id: job.clone(),
+        plan_hash: plan_hash(&steps),
+        max_attempt: 1,
+        timeout_s: 60,
+        worker: None,
+        labels: vec![],
+        env: vec![],
+        by: "policy".into(),
+        issued_at: now,
+        not_after,
+    };
+    let spec = |job: &JobId, worker: &str, not_after: i64, key: &nkeys::KeyPair| ExecutionSpec {
         job_id: job.clone(),
         attempt: 1,
         worker: WorkerId::parse(worker).unwrap(),
-        plan_hash: plan_hash(&steps),
         steps: steps.clone(),
-        timeout_s: 60,
-        not_after,
-        issued_at: now,
+        seal: grant(job, not_after).seal(key).unwrap(),
     };
     let me = WorkerId::parse("w1").unwrap();
     let stranger = nkeys::KeyPair::new_user();
+    let signer = stack.signer.clone();
     type MakeSpec<'a> = Box<dyn Fn(&JobId) -> Vec<u8> + 'a>;
     let cases: Vec<(&str, MakeSpec)> = vec![
         (
-            "not a signed execution spec",
-            Box::new(|j| serde_json::to_vec(&spec(j, "w1", now + 60)).unwrap()),
+            "not an execution spec",
+            Box::new(|j| serde_json::to_vec(&grant(j, now + 60)).unwrap()),
         ),
         (
             "does not verify",
             Box::new(|j| {
-                let mut s = spec(j, "w1", now + 60).sign(&stack.signer).unwrap();
-                s.spec = s.spec.replace("echo ran", "echo pwned");
+                let mut s = spec(j, "w1", now + 60, &signer);
+                s.seal.grant = s
+                    .seal
+                    .grant
+                    .replace("\"max_attempt\":1", "\"max_attempt\":5");
+                s.to_json()
+            }),
+        ),
+        (
+            "not the plan that was approved",
+            Box::new(|j| {
+                let mut s = spec(j, "w1", now + 60, &signer);
+                s.steps = step("pwned");
+                s.to_json()
+            }),
+        ),
+        (
+            "more than the 1 the approval allows",
+            Box::new(|j| {
+                let mut s = spec(j, "w1", now + 60, &signer);
+                s.attempt = 2;
                 s.to_json()
             }),
         ),
         (
             "expired",
-            Box::new(|j| {
-                spec(j, "w1", now - 10)
-                    .sign(&stack.signer)
-                    .unwrap()
-                    .to_json()
-            }),
+            Box::new(|j| spec(j, "w1", now - 10, &signer).to_json()),
         ),
         (
             "for worker w2",
-            Box::new(|j| {
-                spec(j, "w2", now + 60)
-                    .sign(&stack.signer)
-                    .unwrap()
-                    .to_json()
-            }),
+            Box::new(|j| spec(j, "w2", now + 60, &signer).to_json()),
         ),
         (
             "does not trust",
-            Box::new(|j| spec(j, "w1", now + 60).sign(&stranger).unwrap().to_json()),
+            Box::new(|j| spec(j, "w1", now + 60, &stranger).to_json()),
         ),
     ];
     for (why, make) in cases {
@@ -459,22 +481,23 @@ async fn an_approval_forged_by_another_service_never_reaches_a_worker() {
         .await;
     stack.wait_state(&job, JobState::AwaitingApproval).await;
 
-    // The sentinel's identity may write events; it cannot make policy's approval.
-    let sentinel = stack.connect_as("sentinel").await;
-    let log = skynet_runtime::EventLog::open(async_nats::jetstream::new(sentinel))
+    // The planner's identity may write events; it cannot make policy's approval. Without a
+    // seal, the job never reaches a worker.
+    let planner = stack.connect_as("planner").await;
+    let log = skynet_runtime::EventLog::open(async_nats::jetstream::new(planner))
         .await
         .unwrap();
-    let last = log.last(&job).await.unwrap().unwrap();
-    let forged = skynet_protocol::Event::now(
-        job.clone(),
+    let job_view = log.job(&job).await.unwrap();
+    log.append(
+        &job_view,
         skynet_protocol::EventKind::Approved {
             by: "someone".into(),
             reasons: vec![],
-            seal: Some("00".repeat(64)),
+            seal: None,
         },
-    );
-    log.append(&forged, Some(last.seq)).await.unwrap();
-
+    )
+    .await
+    .unwrap();
     let done = stack.wait_terminal(&job).await;
     let skynet_protocol::EventKind::Failed(f) = &done.kind else {
         panic!("{done:?}")
@@ -486,7 +509,6 @@ async fn an_approval_forged_by_another_service_never_reaches_a_worker() {
             .contains("approval was not made by policy"),
         "{f:?}"
     );
-    assert!(!marker.exists());
     let mut work = stack
         .js
         .get_stream(skynet_protocol::streams::WORK)
@@ -495,8 +517,48 @@ async fn an_approval_forged_by_another_service_never_reaches_a_worker() {
     assert_eq!(
         work.info().await.unwrap().state.last_sequence,
         0,
-        "a spec was signed"
+        "a spec was sent"
     );
+
+    // With a seal that claims to be policy's, the worker refuses it: it does not open.
+    let second = stack
+        .submit_shell(&format!("approve-me && touch {}", marker.display()))
+        .await;
+    stack.wait_state(&second, JobState::AwaitingApproval).await;
+    let view = log.job(&second).await.unwrap();
+    let forged = skynet_protocol::Grant {
+        job_id: second.clone(),
+        plan_hash: view.plan.as_ref().unwrap().hash.clone(),
+        max_attempt: 1,
+        timeout_s: 60,
+        worker: None,
+        labels: vec![],
+        env: vec![],
+        by: "policy".into(),
+        issued_at: 0,
+        not_after: i64::MAX / 2,
+    };
+    let mut seal = forged.seal(&nkeys::KeyPair::new_user()).unwrap();
+    seal.signer = stack.signer.public_key();
+    log.append(
+        &view,
+        skynet_protocol::EventKind::Approved {
+            by: "policy".into(),
+            reasons: vec![],
+            seal: Some(seal),
+        },
+    )
+    .await
+    .unwrap();
+    let done = stack.wait_terminal(&second).await;
+    let skynet_protocol::EventKind::Failed(f) = &done.kind else {
+        panic!("{done:?}")
+    };
+    assert!(
+        f.error.as_deref().unwrap_or("").contains("does not verify"),
+        "{f:?}"
+    );
+    assert!(!marker.exists());
 }
 
 #[tokio::test]

@@ -100,6 +100,10 @@ struct Decision {
 }
 
 fn main() -> ExitCode {
+    // `skynet up` runs a worker in this process: its steps are supervised by this binary.
+    if let Some(code) = skynet_worker::supervise::main_if_asked() {
+        return code;
+    }
     let cli: Cli = skynet_runtime::parse_args();
     let cli = match cli.command {
         Command::Up(args) => return up::main(cli.nats, args),

@@ -91,6 +91,7 @@ fn request(args: &SubmitArgs) -> Result<JobRequest, ConfigError> {
             retries: 0,
             requested_by: None,
             origin: None,
+            ..Default::default()
         },
     };
     if let Some(goal) = &args.goal {

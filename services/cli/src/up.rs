@@ -268,7 +268,7 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
     let policy_config = skynet_policy::Config {
         policy: Arc::new(policy),
         signing_key: signing_key.clone(),
-        spec_ttl: Duration::from_secs(600),
+        grant_ttl: Duration::from_secs(7 * 24 * 3600),
     };
     service!("skynet-policy", "policy", move |c, t| {
         skynet_policy::run(policy_config, c, t)
@@ -316,6 +316,8 @@ async fn up(nats: NatsArgs, args: UpArgs) -> anyhow::Result<()> {
             home,
             max_jobs: args.max_jobs,
             heartbeat: Duration::from_secs(5),
+            missed_heartbeats: 3,
+            supervisor: std::env::current_exe()?,
             trusted_keys: vec![signing_key.public_key()],
             data_dir: args.data_dir.clone(),
             kill_grace: Duration::from_secs(5),

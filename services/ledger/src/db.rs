@@ -2,8 +2,11 @@
 
 use std::path::Path;
 
+use std::collections::HashMap;
+
 use rusqlite::{Connection, OptionalExtension, params};
 use skynet_protocol::api::{ApiError, JobResult, JobSummary, JobView, MIN_PREFIX};
+use skynet_protocol::lifecycle::{self, Job};
 use skynet_protocol::{Event, EventKind, JobId, JobRequest, JobState, Step, WorkerId};
 use skynet_runtime::events::Stored;
 
@@ -21,7 +24,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     result      TEXT,
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL,
-    updated_seq INTEGER NOT NULL
+    updated_seq INTEGER NOT NULL,
+    view        TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs(updated_seq DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, updated_seq DESC);
@@ -103,23 +107,49 @@ pub struct Applied {
     pub skipped: usize,
 }
 
+/// The version of the schema and of the fold it stores; a database of another version is
+/// rebuilt from the stream.
+pub const SCHEMA_VERSION: &str = "2";
+
 /// Applies a batch of events in one transaction. Events at or below the recorded position
 /// are skipped (so replays are harmless); illegal transitions are logged and not applied.
+/// Each job's row is a projection of [`Job`], the fold every service uses.
 pub fn apply_batch(conn: &mut Connection, batch: &[Stored]) -> rusqlite::Result<Applied> {
     let tx = conn.transaction()?;
     let mut done = Applied::default();
     let mut last = last_seq(&tx)?;
+    let mut jobs: HashMap<JobId, Job> = HashMap::new();
     for stored in batch {
         if stored.seq <= last {
             done.skipped += 1;
             continue;
         }
-        if apply_one(&tx, stored)? {
-            done.applied += 1;
-        } else {
-            done.refused += 1;
-        }
         last = stored.seq;
+        let id = &stored.event.job_id;
+        if !jobs.contains_key(id) {
+            let job = load(&tx, id)?.unwrap_or_else(|| Job::new(id.clone()));
+            jobs.insert(id.clone(), job);
+        }
+        let Some(job) = jobs.get_mut(id) else {
+            continue;
+        };
+        match job.apply(stored.seq, &stored.event) {
+            lifecycle::Applied::Moved(_) => {
+                store(&tx, job, stored)?;
+                done.applied += 1;
+            }
+            lifecycle::Applied::Refused(e) => {
+                tracing::warn!(job_id = %id, seq = stored.seq, error = %e, "illegal transition refused");
+                if job.state.is_some() {
+                    tx.execute(
+                        "UPDATE jobs SET view = ?2 WHERE job_id = ?1",
+                        params![id.as_str(), json(job)],
+                    )?;
+                }
+                done.refused += 1;
+            }
+            lifecycle::Applied::Old => done.skipped += 1,
+        }
     }
     set_meta(&tx, "last_seq", &last.to_string())?;
     tx.commit()?;
@@ -130,65 +160,61 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
 
-fn apply_one(tx: &rusqlite::Transaction<'_>, stored: &Stored) -> rusqlite::Result<bool> {
+/// The fold of a job as stored.
+fn load(tx: &rusqlite::Transaction<'_>, id: &JobId) -> rusqlite::Result<Option<Job>> {
+    let view: Option<Option<String>> = tx
+        .query_row(
+            "SELECT view FROM jobs WHERE job_id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(view.flatten().and_then(|v| serde_json::from_str(&v).ok()))
+}
+
+/// Writes the job's row from its fold after `stored` was applied.
+fn store(tx: &rusqlite::Transaction<'_>, job: &Job, stored: &Stored) -> rusqlite::Result<()> {
     let Stored { seq, event } = stored;
     let seq = *seq as i64;
-    let job = event.job_id.as_str();
-    let to = event.state();
-    let from: Option<JobState> = tx
-        .query_row("SELECT state FROM jobs WHERE job_id = ?1", [job], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()?
-        .and_then(|s| s.parse().ok());
-    if !JobState::can_follow(from, to) {
-        tracing::warn!(
-            job_id = job,
-            seq,
-            from = from.map(|s| s.as_str()).unwrap_or("(new)"),
-            to = to.as_str(),
-            "illegal transition refused"
-        );
-        return Ok(false);
-    }
-    if from.is_none() {
-        let (goal, request) = match &event.kind {
-            EventKind::Received { request } => (request.goal.clone(), Some(json(request))),
-            _ => (None, None),
-        };
-        tx.execute(
-            "INSERT INTO jobs(job_id, state, goal, request, created_at, updated_at, updated_seq)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-            params![job, to.as_str(), goal, request, event.at, seq],
-        )?;
-    } else {
-        tx.execute(
-            "UPDATE jobs SET state = ?2, updated_at = ?3, updated_seq = ?4 WHERE job_id = ?1",
-            params![job, to.as_str(), event.at, seq],
-        )?;
-    }
+    let id = job.id.as_str();
+    let state = job.state.map(|s| s.as_str()).unwrap_or("received");
+    tx.execute(
+        "INSERT INTO jobs(job_id, state, goal, created_at, updated_at, updated_seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, goal = excluded.goal,
+             updated_at = excluded.updated_at, updated_seq = excluded.updated_seq",
+        params![
+            id,
+            state,
+            job.wants.goal,
+            job.created_at.as_deref().unwrap_or(&event.at),
+            event.at,
+            seq
+        ],
+    )?;
+    tx.execute(
+        "UPDATE jobs SET summary = ?2, plan_hash = ?3, worker = ?4, attempt = ?5, view = ?6
+         WHERE job_id = ?1",
+        params![
+            id,
+            job.plan.as_ref().map(|p| p.summary.as_str()),
+            job.plan.as_ref().map(|p| p.hash.as_str()),
+            job.worker.as_ref().map(|w| w.as_str()),
+            job.attempt,
+            json(job)
+        ],
+    )?;
     match &event.kind {
-        EventKind::Planned {
-            steps,
-            summary,
-            plan_hash,
-            ..
-        } => {
+        EventKind::Received { request } => {
             tx.execute(
-                "UPDATE jobs SET steps = ?2, summary = ?3, plan_hash = ?4 WHERE job_id = ?1",
-                params![job, json(steps), summary, plan_hash],
+                "UPDATE jobs SET request = ?2 WHERE job_id = ?1",
+                params![id, json(request)],
             )?;
         }
-        EventKind::Queued { attempt, .. } => {
+        EventKind::Planned { steps, .. } => {
             tx.execute(
-                "UPDATE jobs SET attempt = ?2 WHERE job_id = ?1",
-                params![job, attempt],
-            )?;
-        }
-        EventKind::Dispatched { worker, attempt } | EventKind::Running { worker, attempt } => {
-            tx.execute(
-                "UPDATE jobs SET worker = ?2, attempt = ?3 WHERE job_id = ?1",
-                params![job, worker.as_str(), attempt],
+                "UPDATE jobs SET steps = ?2 WHERE job_id = ?1",
+                params![id, json(steps)],
             )?;
         }
         _ => {}
@@ -196,14 +222,14 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, stored: &Stored) -> rusqlite::Resul
     if let Some(result) = JobResult::from_event(&event.kind) {
         tx.execute(
             "UPDATE jobs SET result = ?2 WHERE job_id = ?1",
-            params![job, json(&result)],
+            params![id, json(&result)],
         )?;
     }
     tx.execute(
         "INSERT OR IGNORE INTO events(seq, job_id, state, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![seq, job, to.as_str(), event.at, json(event)],
+        params![seq, id, event.state().as_str(), event.at, json(event)],
     )?;
-    Ok(true)
+    Ok(())
 }
 
 /// Finds a job by id or by a unique prefix of at least [`MIN_PREFIX`] characters.

@@ -205,6 +205,16 @@ fn open_for_stream(path: &Path, stream_created: &str) -> anyhow::Result<Connecti
         tracing::warn!(moved_to = %aside.display(), "ledger database is corrupt; rebuilding from the event stream");
     }
     let conn = db::open_writer(path)?;
+    let schema = db::meta(&conn, "schema")?;
+    let conn = if schema.as_deref() != Some(db::SCHEMA_VERSION) && db::last_seq(&conn)? > 0 {
+        drop(conn);
+        let aside = set_aside(path, "old-schema")?;
+        tracing::warn!(moved_to = %aside.display(), "the ledger database has another schema; rebuilding from the event stream");
+        db::open_writer(path)?
+    } else {
+        conn
+    };
+    db::set_meta(&conn, "schema", db::SCHEMA_VERSION)?;
     match db::meta(&conn, "stream_created")? {
         Some(seen) if seen != stream_created => {
             drop(conn);

@@ -34,10 +34,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use skynet_protocol::api::{ApiError, SubmitReply};
 use skynet_protocol::job::{Rejection, salvage_id};
+use skynet_protocol::lifecycle::Job;
 use skynet_protocol::spec::plan_hash;
 use skynet_protocol::worker::WorkerInfo;
-use skynet_protocol::{Event, EventKind, JobId, JobRequest, JobState, streams, subjects};
-use skynet_runtime::events::{AppendError, EventLog};
+use skynet_protocol::{EventKind, JobId, JobRequest, streams, subjects};
+use skynet_runtime::events::EventLog;
 use skynet_runtime::{Shutdown, api};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -337,17 +338,13 @@ impl Intake {
                 match salvage_id(&msg.payload).or(header_id) {
                     Some(id) => {
                         tracing::info!(job_id = %id, %reason, "request rejected");
-                        let event = Event::now(
-                            id,
-                            EventKind::Rejected {
-                                reason,
-                                steps: vec![],
-                            },
-                        );
-                        match self.log.append(&event, Some(0)).await {
-                            Ok(_) | Err(AppendError::Conflict | AppendError::Duplicate(_)) => {
-                                Ok(())
-                            }
+                        let kind = EventKind::Rejected {
+                            reason,
+                            steps: vec![],
+                        };
+                        match self.log.append(&Job::new(id), kind).await {
+                            Ok(_) => Ok(()),
+                            Err(e) if e.is_race() => Ok(()),
                             Err(e) => Err(e.into()),
                         }
                     }
@@ -367,23 +364,22 @@ impl Intake {
 
     /// Records the request as `received` (once per job id, ever) and plans it.
     async fn admit(&self, id: JobId, req: JobRequest) -> anyhow::Result<()> {
-        let received = Event::now(
-            id.clone(),
-            EventKind::Received {
-                request: req.clone(),
-            },
-        );
-        let received_seq = match self.log.append(&received, Some(0)).await {
-            Ok(seq) => seq,
-            Err(AppendError::Conflict | AppendError::Duplicate(_)) => {
+        let received = EventKind::Received {
+            request: req.clone(),
+        };
+        let job = match self.log.append(&Job::new(id.clone()), received).await {
+            Ok(stored) => {
+                let mut job = Job::new(id.clone());
+                job.apply(stored.seq, &stored.event);
+                job
+            }
+            Err(e) if e.is_race() => {
                 // Either a redelivery of a request this planner (or a copy) began, or a
                 // repeated id. Only the former continues.
-                match self.log.last(&id).await? {
-                    Some(last)
-                        if last.event.state() == JobState::Received
-                            && matches!(&last.event.kind, EventKind::Received { request } if *request == req) =>
-                    {
-                        last.seq
+                let history = self.log.history(&id).await?;
+                match history.as_slice() {
+                    [first] if matches!(&first.event.kind, EventKind::Received { request } if *request == req) => {
+                        Job::fold(id.clone(), [(first.seq, &first.event)])
                     }
                     _ => {
                         tracing::info!(job_id = %id, "repeated job id; the request is ignored");
@@ -416,12 +412,9 @@ impl Intake {
                 steps: vec![],
             },
         };
-        match self
-            .log
-            .append(&Event::now(id, kind), Some(received_seq))
-            .await
-        {
-            Ok(_) | Err(AppendError::Conflict | AppendError::Duplicate(_)) => Ok(()),
+        match self.log.append(&job, kind).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_race() => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

@@ -1,27 +1,29 @@
-//! skynet-policy: decides whether a plan may run, and signs what runs.
+//! skynet-policy: decides whether a plan may run, and seals what may.
 //!
-//! Follows `SKYNET_EVENTS` from the start (state is rebuilt by replay, so a restart loses
-//! nothing). For every `planned` job it judges each step against the rules and writes
+//! Follows `SKYNET_EVENTS` (resuming from its snapshot in `skynet-snapshots`) with every open
+//! job in memory. For every `planned` job it judges each step against the rules and writes
 //! `approved` (`by: policy`), `awaiting_approval` (with `risk` and `reasons`) or `denied`.
-//! An approval nobody answers expires to `denied` ("approval expired"). When the dispatcher
-//! writes `dispatched`, policy signs an ExecutionSpec for exactly that job, attempt, worker
-//! and plan, and puts it on `skynet.work.<worker>.<job>` (stream `SKYNET_WORK`).
+//! An approval nobody answers expires to `denied` ("approval expired"). Every approval,
+//! its own or a person's through its API, carries a grant sealed with policy's key
+//! (`skynet_protocol::spec::Grant`): the job, its plan hash, the attempts its retries allow,
+//! its time limit and routing, who approved, until when. Workers run only what a seal they
+//! trust covers; policy takes no part in a job after `approved`.
 //!
 //! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`.
 
 pub mod rules;
 pub mod shell;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
-use async_nats::jetstream::{self, message::PublishMessage};
 use skynet_protocol::api::{ApiError, DecisionRequest, StateReply};
-use skynet_protocol::spec::{ExecutionSpec, plan_hash};
-use skynet_protocol::{Event, EventKind, JobId, JobState, Step, WorkerId, subjects};
-use skynet_runtime::events::{AppendError, EventLog, Phase, Stored, Transition};
+use skynet_protocol::lifecycle::{Change, Job, Open};
+use skynet_protocol::spec::{Grant, Seal, plan_hash};
+use skynet_protocol::{EventKind, JobId, JobState, subjects};
+use skynet_runtime::events::{EventLog, Transition};
+use skynet_runtime::follow::{Follower, Phase};
 use skynet_runtime::{Shutdown, api};
 use tokio_util::sync::CancellationToken;
 
@@ -30,10 +32,10 @@ pub use rules::{Judgement, Policy, PolicyError, Verdict};
 /// Settings of the policy service.
 pub struct Config {
     pub policy: Arc<Policy>,
-    /// The key that signs execution specs; workers trust its public key.
+    /// The key that seals approvals; workers trust its public key.
     pub signing_key: Arc<nkeys::KeyPair>,
-    /// How long a signed spec may wait before it must not start any more.
-    pub spec_ttl: Duration,
+    /// How long an approval stays good for starting attempts of its job.
+    pub grant_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -41,32 +43,47 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("policy", &self.policy)
             .field("signer", &self.signing_key.public_key())
-            .field("spec_ttl", &self.spec_ttl)
+            .field("grant_ttl", &self.grant_ttl)
             .finish()
     }
 }
 
-/// What policy remembers of a job that has not ended.
-#[derive(Debug, Default)]
-struct Track {
-    seq: u64,
-    state: Option<JobState>,
-    steps: Vec<Step>,
-    plan_hash: String,
-    timeout_s: u64,
-    expires_ms: Option<i64>,
-    approved: bool,
-    /// The worker and attempt of the latest `dispatched`.
-    dispatched: Option<(WorkerId, u32)>,
-    /// Attempts whose spec this process already sent.
-    sent: Option<u32>,
+/// Seals approvals.
+#[derive(Clone)]
+struct Sealer {
+    key: Arc<nkeys::KeyPair>,
+    ttl: Duration,
+}
+
+impl Sealer {
+    /// The grant for approving `job` (by `by`, letting the risky variables `env` through).
+    fn seal(&self, job: &Job, by: &str, env: Vec<String>) -> anyhow::Result<Seal> {
+        let plan = job
+            .plan
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("job {} has no plan", job.id))?;
+        let now = skynet_protocol::time::now_ms() / 1000;
+        let grant = Grant {
+            job_id: job.id.clone(),
+            plan_hash: plan.hash.clone(),
+            max_attempt: job.wants.retries + 1,
+            timeout_s: job.wants.timeout_s,
+            worker: job.wants.worker.clone(),
+            labels: job.wants.labels.clone(),
+            env,
+            by: by.to_owned(),
+            issued_at: now,
+            not_after: now + self.ttl.as_secs() as i64,
+        };
+        Ok(grant.seal(&self.key)?)
+    }
 }
 
 struct Engine {
-    config: Config,
+    policy: Arc<Policy>,
+    sealer: Sealer,
     log: EventLog,
-    js: jetstream::Context,
-    jobs: HashMap<JobId, Track>,
+    open: Open,
 }
 
 /// Runs policy until `shutdown` is cancelled.
@@ -77,7 +94,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (js, log) = skynet_runtime::setup::open(&client).await?;
     let tasks = Shutdown::new(shutdown.clone());
-    tracing::info!(signer = %config.signing_key.public_key(), "policy signing key");
+    tracing::info!(signer = %config.signing_key.public_key(), "policy sealing key");
+    let sealer = Sealer {
+        key: config.signing_key.clone(),
+        ttl: config.grant_ttl,
+    };
 
     let service = api::start_service(&client, "policy").await?;
     for (endpoint, approve) in [
@@ -85,154 +106,118 @@ pub async fn run(
         (subjects::api::JOBS_DENY, false),
     ] {
         let log = log.clone();
-        let key = config.signing_key.clone();
+        let sealer = sealer.clone();
+        let policy = config.policy.clone();
         tasks.tasks.spawn(api::serve(
             api::endpoint(&service, endpoint).await?,
             tasks.clone(),
             move |req: DecisionRequest| {
-                let (log, key) = (log.clone(), key.clone());
-                async move { decide_by_person(&log, &key, req, approve).await }
+                let (log, sealer, policy) = (log.clone(), sealer.clone(), policy.clone());
+                async move { decide_by_person(&log, &sealer, &policy, req, approve).await }
             },
         ));
     }
 
+    let (mut follower, open) = Follower::start(&log, &js, "policy").await?;
     let mut engine = Engine {
-        config,
+        policy: config.policy.clone(),
+        sealer,
         log: log.clone(),
-        js,
-        jobs: HashMap::new(),
+        open,
     };
-    let mut events = log.replay().await?;
+    if follower.is_live() {
+        engine.reconcile().await;
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = events.next() => match next {
-                Some(Ok((stored, phase))) => {
-                    let job = stored.event.job_id.clone();
-                    engine.apply(stored);
-                    match phase {
-                        Phase::Live => engine.react(&job).await,
-                        Phase::CaughtUp => {
-                            tracing::info!(jobs = engine.jobs.len(), "caught up with the event stream");
-                            engine.reconcile().await;
+            next = follower.next(&mut engine.open) => match next {
+                Some(Ok((stored, change, phase))) => match phase {
+                    Phase::Live => {
+                        if change == Change::Moved(JobState::Planned) {
+                            engine.judge_logged(&stored.event.job_id).await;
                         }
-                        Phase::Replay => {}
                     }
-                }
+                    Phase::CaughtUp => {
+                        tracing::info!(jobs = engine.open.jobs.len(), "caught up with the event stream");
+                        follower.snapshot(&engine.open, true);
+                        engine.reconcile().await;
+                    }
+                    Phase::Replay => {}
+                },
                 Some(Err(e)) => tracing::warn!(error = %e, "following events"),
                 None => anyhow::bail!("event stream ended"),
             },
-            _ = tick.tick(), if events.is_live() => engine.expire_due().await,
+            _ = tick.tick(), if follower.is_live() => {
+                engine.expire_due().await;
+                follower.snapshot(&engine.open, false);
+            }
         }
     }
-    let _ = service.stop().await;
+    follower.finish(&engine.open, Duration::from_secs(3)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), service.stop()).await;
     tasks.drain(Duration::from_secs(5)).await;
     Ok(())
 }
 
 impl Engine {
-    fn apply(&mut self, stored: Stored) {
-        let me = self.config.signing_key.public_key();
-        let Stored { seq, event } = stored;
-        let state = event.state();
-        if state.is_terminal() {
-            self.jobs.remove(&event.job_id);
-            return;
-        }
-        let track = self.jobs.entry(event.job_id.clone()).or_default();
-        if seq <= track.seq {
-            return;
-        }
-        let decided = track.state.is_some_and(|s| s != JobState::Received);
-        track.seq = seq;
-        track.state = Some(state);
-        match event.kind {
-            EventKind::Received { request } => track.timeout_s = request.timeout(),
-            // A plan is fixed once judged: a later `planned` cannot swap the steps.
-            EventKind::Planned { .. } if decided => {
-                tracing::error!(job_id = %event.job_id, "a second plan for a judged job is ignored");
-            }
-            EventKind::Planned {
-                steps, plan_hash, ..
-            } => {
-                track.steps = steps;
-                track.plan_hash = plan_hash;
-            }
-            EventKind::AwaitingApproval { expires_at, .. } => {
-                track.expires_ms =
-                    skynet_protocol::time::parse(&expires_at).map(skynet_protocol::time::unix_ms);
-            }
-            EventKind::Dispatched { worker, attempt } => {
-                track.dispatched = Some((worker, attempt));
-            }
-            EventKind::Approved { seal, .. } => {
-                // Only an approval policy sealed (for this job and this plan) counts.
-                track.approved = seal.as_deref().is_some_and(|s| {
-                    skynet_protocol::spec::verify_approval(&me, &event.job_id, &track.plan_hash, s)
-                });
-                if !track.approved {
-                    tracing::error!(job_id = %event.job_id, "an approval without policy's seal; it will not be signed");
-                }
-            }
-            _ => {}
-        }
-        if track.timeout_s == 0 {
-            track.timeout_s = skynet_protocol::job::DEFAULT_TIMEOUT_S;
-        }
-    }
-
     async fn reconcile(&mut self) {
-        let ids: Vec<JobId> = self.jobs.keys().cloned().collect();
-        for id in ids {
-            self.react(&id).await;
+        let planned: Vec<JobId> = self
+            .open
+            .jobs
+            .values()
+            .filter(|j| j.judgeable())
+            .map(|j| j.id.clone())
+            .collect();
+        for id in planned {
+            self.judge_logged(&id).await;
         }
+        self.expire_due().await;
     }
 
-    async fn react(&mut self, job: &JobId) {
-        let Some(track) = self.jobs.get(job) else {
-            return;
-        };
-        let result = match track.state {
-            Some(JobState::Planned) => self.judge(job).await,
-            Some(JobState::Dispatched) => self.send_spec(job).await,
-            _ => Ok(()),
-        };
-        if let Err(e) = result {
-            tracing::error!(job_id = %job, error = %e, "policy could not act on the job");
+    async fn judge_logged(&mut self, id: &JobId) {
+        if let Err(e) = self.judge(id).await {
+            tracing::error!(job_id = %id, error = %e, "policy could not judge the job");
         }
     }
 
     /// Writes the decision for a planned job.
-    async fn judge(&mut self, job: &JobId) -> anyhow::Result<()> {
-        let Some(track) = self.jobs.get(job) else {
+    async fn judge(&mut self, id: &JobId) -> anyhow::Result<()> {
+        let Some(job) = self.open.get_mut(id) else {
             return Ok(());
         };
-        let kind = if plan_hash(&track.steps) != track.plan_hash {
+        if !job.judgeable() {
+            return Ok(());
+        }
+        let steps = self.log.with_steps(job).await?;
+        let job = job.clone();
+        let hash = job
+            .plan
+            .as_ref()
+            .map(|p| p.hash.clone())
+            .unwrap_or_default();
+        let kind = if plan_hash(&steps) != hash {
             EventKind::Denied {
                 reason: "the plan does not match its hash".into(),
                 by: "policy".into(),
                 steps: vec![],
             }
         } else {
-            let j = self.config.policy.judge(&track.steps);
+            let j = self.policy.judge(&steps);
             match j.verdict {
                 Verdict::Allow => EventKind::Approved {
                     by: "policy".into(),
+                    seal: Some(self.sealer.seal(&job, "policy", vec![])?),
                     reasons: j.reasons,
-                    seal: Some(skynet_protocol::spec::seal_approval(
-                        &self.config.signing_key,
-                        job,
-                        &track.plan_hash,
-                    )?),
                 },
                 Verdict::Approve => {
-                    let ttl_ms = self.config.policy.approval_ttl.as_millis() as i64;
+                    let ttl_ms = self.policy.approval_ttl.as_millis() as i64;
                     EventKind::AwaitingApproval {
                         risk: j.risk,
                         reasons: j.reasons,
-                        plan_hash: track.plan_hash.clone(),
+                        plan_hash: hash,
                         expires_at: skynet_protocol::time::from_unix_ms(
                             skynet_protocol::time::now_ms() + ttl_ms,
                         ),
@@ -245,115 +230,53 @@ impl Engine {
                 },
             }
         };
-        tracing::info!(job_id = %job, decision = %kind.state(), "judged");
-        self.write(job, kind).await
+        tracing::info!(job_id = %id, decision = %kind.state(), "judged");
+        self.write(&job, kind).await
     }
 
-    /// Appends an event based on what this engine saw last, and applies it at once so the
-    /// engine never acts twice on the same state.
-    async fn write(&mut self, job: &JobId, kind: EventKind) -> anyhow::Result<()> {
-        let Some(track) = self.jobs.get(job) else {
-            return Ok(());
-        };
-        let event = Event::now(job.clone(), kind);
-        match self.log.append(&event, Some(track.seq)).await {
-            Ok(seq) => {
-                self.apply(Stored { seq, event });
+    /// Appends an event on top of the job as this engine saw it, and applies it at once so
+    /// the engine never acts twice on the same state. Someone else moving the job first is
+    /// fine: the stream will say what happened.
+    async fn write(&mut self, job: &Job, kind: EventKind) -> anyhow::Result<()> {
+        match self.log.append(job, kind).await {
+            Ok(stored) => {
+                self.open.apply(stored.seq, &stored.event);
                 Ok(())
             }
-            // Someone else moved the job on; the stream will tell us what happened.
-            Err(AppendError::Conflict | AppendError::Duplicate(_)) => Ok(()),
+            Err(e) if e.is_race() => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Signs and sends the spec of a dispatched job.
-    async fn send_spec(&mut self, job: &JobId) -> anyhow::Result<()> {
-        let Some(track) = self.jobs.get_mut(job) else {
-            return Ok(());
-        };
-        let Some((worker, attempt)) = track.dispatched.clone() else {
-            return Ok(());
-        };
-        if track.sent == Some(attempt) {
-            return Ok(());
-        }
-        if !track.approved {
-            tracing::error!(job_id = %job, "dispatched without an approval sealed by policy; refusing");
-            let kind = EventKind::Failed(skynet_protocol::event::Finished {
-                steps: vec![],
-                error: Some("refused: the job's approval was not made by policy".into()),
-                worker: Some(worker),
-                attempt: Some(attempt),
-            });
-            return self.write(job, kind).await;
-        }
-        let now = skynet_protocol::time::now_ms() / 1000;
-        let spec = ExecutionSpec {
-            job_id: job.clone(),
-            attempt,
-            worker: worker.clone(),
-            steps: track.steps.clone(),
-            plan_hash: track.plan_hash.clone(),
-            timeout_s: track.timeout_s,
-            not_after: now + self.config.spec_ttl.as_secs() as i64,
-            issued_at: now,
-        };
-        let signed = spec.sign(&self.config.signing_key)?;
-        send_work(&self.js, &worker, job, attempt, signed.to_json()).await?;
-        track.sent = Some(attempt);
-        tracing::info!(job_id = %job, worker = %worker, attempt, "spec signed and sent");
-        Ok(())
-    }
-
     async fn expire_due(&mut self) {
         let now = skynet_protocol::time::now_ms();
-        let due: Vec<JobId> = self
+        let due: Vec<Job> = self
+            .open
             .jobs
-            .iter()
-            .filter(|(_, t)| {
-                t.state == Some(JobState::AwaitingApproval)
-                    && t.expires_ms.is_some_and(|e| e <= now)
-            })
-            .map(|(id, _)| id.clone())
+            .values()
+            .filter(|j| j.approval_expired(now))
+            .cloned()
             .collect();
         for job in due {
-            tracing::info!(job_id = %job, "approval expired");
+            tracing::info!(job_id = %job.id, "approval expired");
             let kind = EventKind::Denied {
                 reason: "approval expired".into(),
                 by: "policy".into(),
                 steps: vec![],
             };
             if let Err(e) = self.write(&job, kind).await {
-                tracing::warn!(job_id = %job, error = %e, "expiring an approval");
+                tracing::warn!(job_id = %job.id, error = %e, "expiring an approval");
             }
         }
     }
-}
-
-async fn send_work(
-    js: &jetstream::Context,
-    worker: &WorkerId,
-    job: &JobId,
-    attempt: u32,
-    body: Vec<u8>,
-) -> anyhow::Result<()> {
-    js.send_publish(
-        subjects::work(worker, job),
-        PublishMessage::build()
-            .payload(body.into())
-            .message_id(format!("{job}:{attempt}")),
-    )
-    .await?
-    .await?;
-    Ok(())
 }
 
 /// `jobs.approve` / `jobs.deny`: only a job awaiting approval can be decided, and only for
 /// the plan the person saw when they give its hash.
 async fn decide_by_person(
     log: &EventLog,
-    key: &nkeys::KeyPair,
+    sealer: &Sealer,
+    _policy: &Policy,
     req: DecisionRequest,
     approve: bool,
 ) -> Result<StateReply, ApiError> {
@@ -370,23 +293,30 @@ async fn decide_by_person(
         ));
     }
     let mut mismatch = false;
+    let mut sealing: Option<String> = None;
     let outcome = log
-        .transition(&req.job_id, |last| {
-            let last = last?;
-            let EventKind::AwaitingApproval { plan_hash, .. } = &last.event.kind else {
+        .transition(&req.job_id, |job| {
+            if job.state != Some(JobState::AwaitingApproval) {
                 return None;
-            };
+            }
+            let hash = job.plan.as_ref().map(|p| p.hash.as_str()).unwrap_or("");
             if let Some(h) = &req.plan_hash
-                && !plan_hash.starts_with(h.as_str())
+                && !hash.starts_with(h.as_str())
             {
                 mismatch = true;
                 return None;
             }
             Some(if approve {
-                EventKind::Approved {
-                    by: by.clone(),
-                    reasons: vec![],
-                    seal: skynet_protocol::spec::seal_approval(key, &req.job_id, plan_hash).ok(),
+                match sealer.seal(job, &by, vec![]) {
+                    Ok(seal) => EventKind::Approved {
+                        by: by.clone(),
+                        reasons: vec![],
+                        seal: Some(seal),
+                    },
+                    Err(e) => {
+                        sealing = Some(e.to_string());
+                        return None;
+                    }
                 }
             } else {
                 EventKind::Denied {
@@ -402,6 +332,9 @@ async fn decide_by_person(
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(e) = sealing {
+        return Err(ApiError::internal(format!("sealing the approval: {e}")));
+    }
     match outcome {
         Transition::Written(s) => {
             tracing::info!(job_id = %req.job_id, by, state = %s.event.state(), "decided by a person");
@@ -410,14 +343,16 @@ async fn decide_by_person(
                 state: s.event.state(),
             })
         }
-        Transition::Declined(None) => Err(ApiError::not_found(format!("no job {}", req.job_id))),
-        Transition::Declined(Some(_)) if mismatch => Err(ApiError::conflict(
+        Transition::Declined(job) if job.state.is_none() => {
+            Err(ApiError::not_found(format!("no job {}", req.job_id)))
+        }
+        Transition::Declined(_) if mismatch => Err(ApiError::conflict(
             "the plan of this job is not the one given (plan_hash differs)",
         )),
-        Transition::Declined(Some(last)) => Err(ApiError::conflict(format!(
+        Transition::Declined(job) => Err(ApiError::conflict(format!(
             "job {} is {}, not awaiting approval",
             req.job_id,
-            last.event.state()
+            job.state.map(|s| s.as_str()).unwrap_or("unknown")
         ))),
     }
 }
@@ -433,7 +368,7 @@ mod tests {
         let config = Config {
             policy: Arc::new(Policy::builtin().unwrap()),
             signing_key: Arc::new(key),
-            spec_ttl: Duration::from_secs(60),
+            grant_ttl: Duration::from_secs(60),
         };
         let text = format!("{config:?}");
         assert!(!text.contains(&seed), "{text}");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use skynet_runtime::{CommonArgs, ConfigError};
 
-/// SKYNET policy: judges every plan (allow, ask a person, deny) and signs what may run.
+/// SKYNET policy: judges every plan (allow, ask a person, deny) and seals what may run.
 #[derive(Debug, Parser)]
 #[command(name = "skynet-policy", version)]
 struct Args {
@@ -17,14 +17,15 @@ struct Args {
     #[arg(long = "policy", env = "SKYNET_POLICY_FILE")]
     policy: Option<PathBuf>,
 
-    /// nkey seed that signs execution specs (mode 0600). Defaults to --nats-seed, else a
+    /// nkey seed that seals approvals (mode 0600): workers trust its public key. Defaults to --nats-seed, else a
     /// key kept in the data dir (`policy-signing.seed`, created on first start).
     #[arg(long = "signing-seed", env = "SKYNET_POLICY_SIGNING_SEED_FILE")]
     signing_seed: Option<PathBuf>,
 
-    /// How long a signed spec may wait to be started.
-    #[arg(long = "spec-ttl", env = "SKYNET_SPEC_TTL", default_value = "10m", value_parser = humantime::parse_duration)]
-    spec_ttl: Duration,
+    /// How long an approval stays good for starting attempts of its job (a job still
+    /// waiting for a worker after that fails).
+    #[arg(long = "grant-ttl", env = "SKYNET_GRANT_TTL", default_value = "7d", value_parser = humantime::parse_duration)]
+    grant_ttl: Duration,
 
     /// Overrides the policy file's approval time-out (e.g. 30m).
     #[arg(long = "approval-ttl", env = "SKYNET_APPROVAL_TTL", value_parser = humantime::parse_duration)]
@@ -81,6 +82,6 @@ fn config(args: &Args) -> Result<skynet_policy::Config, ConfigError> {
     Ok(skynet_policy::Config {
         policy: Arc::new(policy),
         signing_key: Arc::new(signing_key),
-        spec_ttl: args.spec_ttl,
+        grant_ttl: args.grant_ttl,
     })
 }

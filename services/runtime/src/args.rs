@@ -1,6 +1,9 @@
 //! Flags every binary takes, each with its environment variable.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use skynet_protocol::lifecycle::Timing;
 
 use clap::{Args, Parser};
 
@@ -52,6 +55,62 @@ pub struct CommonArgs {
     /// Log as JSON lines instead of text (the filter comes from RUST_LOG).
     #[arg(long = "log-json", env = "SKYNET_LOG_JSON")]
     pub log_json: bool,
+}
+
+/// The timing rules of a job's life ([`Timing`]): every service takes the same flags and
+/// reads the ones it needs, so one environment configures a whole deployment.
+#[derive(Debug, Clone, Args)]
+pub struct TimingArgs {
+    /// How often a worker heartbeats into the registry.
+    #[arg(long, env = "SKYNET_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat: Duration,
+
+    /// Heartbeats a worker may miss before it counts as offline (a worker stops its steps
+    /// one heartbeat before that when its heartbeats cannot reach the server).
+    #[arg(long, env = "SKYNET_MISSED_HEARTBEATS", default_value_t = 3)]
+    pub missed_heartbeats: u32,
+
+    /// A dispatched job whose worker has not started it gets its spec again this often.
+    #[arg(long, env = "SKYNET_SPEC_RESEND", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub spec_resend: Duration,
+
+    /// Slack after a job's timeout_s before the dispatcher asks its worker to stop it.
+    #[arg(long, env = "SKYNET_TIMEOUT_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout_grace: Duration,
+
+    /// How long a stop (a cancel, or a stop past the time limit) may go unconfirmed before
+    /// the job ends force_cancelled (or timed_out) without the worker's word.
+    #[arg(long, env = "SKYNET_STOP_CONFIRM", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub stop_confirm: Duration,
+
+    /// A running job with no output and no progress for this long is stalled (an alert).
+    #[arg(long, env = "SKYNET_STALL_AFTER", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub stall_after: Duration,
+
+    /// A waiting job no online worker can take is unroutable after this long (an alert).
+    #[arg(long, env = "SKYNET_UNROUTABLE_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub unroutable_after: Duration,
+
+    /// A job still on its worker this long past its time limit is overdue (an alert).
+    #[arg(long, env = "SKYNET_OVERDUE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub overdue_grace: Duration,
+}
+
+impl TimingArgs {
+    /// The rules, with everything not set by a flag at its default.
+    pub fn timing(&self) -> Timing {
+        Timing {
+            heartbeat: self.heartbeat,
+            missed_heartbeats: self.missed_heartbeats.max(1),
+            spec_resend: self.spec_resend,
+            timeout_grace: self.timeout_grace,
+            stop_confirm: self.stop_confirm,
+            stall_after: self.stall_after,
+            unroutable_after: self.unroutable_after,
+            overdue_grace: self.overdue_grace,
+            ..Timing::default()
+        }
+    }
 }
 
 /// A configuration problem, named by its flag. Binaries exit 64 with its one-line message.

@@ -1,11 +1,14 @@
-//! The event log: appending state changes with optimistic concurrency, reading a job's
-//! latest event or whole history, and following the stream from a position.
+//! The event log: the one way anybody writes a job's state, reading a job afresh, and
+//! following the stream from a position.
 //!
-//! Every writer passes the sequence of the event it based its decision on; JetStream refuses
-//! the write if another event landed on that job in between (`Nats-Expected-Last-Subject-
-//! Sequence`), and the loser re-reads and re-decides. Each event also carries a `Nats-Msg-Id`
-//! derived from job, state and attempt, so a retried publish is not stored twice.
+//! [`EventLog::append`] takes the job as the writer saw it ([`Job`], the one fold every
+//! service uses) and refuses, before publishing, an event that may not follow it. It
+//! publishes with `Nats-Expected-Last-Subject-Sequence` set to the job's last position, so
+//! JetStream refuses the write if another event landed on that job in between; the loser
+//! reads the job again ([`EventLog::job`]) and decides again. Each event also carries a
+//! `Nats-Msg-Id` derived from job, state and attempt, so a retried publish is stored once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{
@@ -16,7 +19,8 @@ use async_nats::jetstream::{
     stream::DirectGetErrorKind,
 };
 use futures::{Stream, StreamExt};
-use skynet_protocol::{Event, JobId, JobState, streams, subjects};
+use skynet_protocol::lifecycle::{Illegal, Job};
+use skynet_protocol::{Event, EventKind, JobId, Step, streams, subjects};
 
 /// An event and its position in `SKYNET_EVENTS`.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,20 +31,25 @@ pub struct Stored {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
-    /// Another event landed on the job first; re-read and decide again.
+    /// Another event landed on the job first; read it again and decide again.
     #[error("job changed concurrently")]
     Conflict,
     /// An event with the same job, state and attempt was stored already (at this sequence),
-    /// possibly with other content: re-read before relying on it.
+    /// possibly with other content: read the job again before relying on it.
     #[error("event already stored at {0}")]
     Duplicate(u64),
-    #[error("illegal transition {from:?} -> {to}")]
-    Illegal {
-        from: Option<JobState>,
-        to: JobState,
-    },
+    /// The event may not follow the job as the writer saw it; nothing was published.
+    #[error(transparent)]
+    Illegal(#[from] Illegal),
     #[error("event log: {0}")]
     Nats(String),
+}
+
+impl AppendError {
+    /// True when the job moved on under the writer: read it again and decide again.
+    pub fn is_race(&self) -> bool {
+        matches!(self, AppendError::Conflict | AppendError::Duplicate(_))
+    }
 }
 
 /// Handle on `SKYNET_EVENTS`.
@@ -60,6 +69,10 @@ pub fn msg_id(event: &Event) -> String {
     )
 }
 
+/// How long a follower's pull waits before it asks again: short, so a restarted server is
+/// noticed (and the consumer recreated) within a couple of seconds.
+const FOLLOW_EXPIRES: Duration = Duration::from_secs(2);
+
 impl EventLog {
     pub async fn open(js: Context) -> anyhow::Result<Self> {
         let stream = js.get_stream_no_info(streams::EVENTS).await?;
@@ -70,15 +83,16 @@ impl EventLog {
         &self.js
     }
 
-    /// Appends `event`. `expect` is the sequence of the job's latest event as the caller
-    /// saw it (`Some(0)` for a job with no events yet); `None` skips the check.
-    pub async fn append(&self, event: &Event, expect: Option<u64>) -> Result<u64, AppendError> {
-        let mut publish = PublishMessage::build()
+    /// Appends `kind` as the next event of `job` (the job as the caller saw it: a fresh
+    /// [`Job::new`] for one with no events yet). Refuses an illegal event without
+    /// publishing; a race with another writer comes back as [`AppendError::is_race`].
+    pub async fn append(&self, job: &Job, kind: EventKind) -> Result<Stored, AppendError> {
+        job.check(&kind)?;
+        let event = Event::now(job.id.clone(), kind);
+        let publish = PublishMessage::build()
             .payload(event.to_json().into())
-            .message_id(msg_id(event));
-        if let Some(seq) = expect {
-            publish = publish.expected_last_subject_sequence(seq);
-        }
+            .message_id(msg_id(&event))
+            .expected_last_subject_sequence(job.seq);
         let subject = subjects::events(&event.job_id);
         let ack = self
             .js
@@ -88,7 +102,10 @@ impl EventLog {
             .await;
         match ack {
             Ok(ack) if ack.duplicate => Err(AppendError::Duplicate(ack.sequence)),
-            Ok(ack) => Ok(ack.sequence),
+            Ok(ack) => Ok(Stored {
+                seq: ack.sequence,
+                event,
+            }),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Err(AppendError::Conflict),
             Err(e) => Err(AppendError::Nats(e.to_string())),
         }
@@ -130,6 +147,54 @@ impl EventLog {
             .collect())
     }
 
+    /// The job as its whole history says, read afresh: what a writer decides on when its own
+    /// view may lag.
+    pub async fn job(&self, id: &JobId) -> anyhow::Result<Job> {
+        let history = self.history(id).await?;
+        Ok(Job::fold(
+            id.clone(),
+            history.iter().map(|s| (s.seq, &s.event)),
+        ))
+    }
+
+    /// The steps of the plan whose `planned` event is at `seq`.
+    pub async fn steps_at(&self, seq: u64) -> anyhow::Result<Arc<Vec<Step>>> {
+        let msg = self.stream.direct_get(seq).await?;
+        match serde_json::from_slice::<Event>(&msg.payload)?.kind {
+            EventKind::Planned { steps, .. } => Ok(Arc::new(steps)),
+            other => anyhow::bail!("event {seq} is {}, not a plan", other.state()),
+        }
+    }
+
+    /// Makes sure `job` carries its plan's steps, reading them from the log if needed.
+    pub async fn with_steps(&self, job: &mut Job) -> anyhow::Result<Arc<Vec<Step>>> {
+        if let Some(s) = &job.steps {
+            return Ok(s.clone());
+        }
+        let Some(seq) = job.plan.as_ref().map(|p| p.seq) else {
+            anyhow::bail!("job {} has no plan", job.id);
+        };
+        let steps = self.steps_at(seq).await?;
+        job.steps = Some(steps.clone());
+        Ok(steps)
+    }
+
+    /// Information about the stream: (created, first sequence, last sequence).
+    pub async fn position(&self) -> anyhow::Result<(String, u64, u64)> {
+        let info = self
+            .js
+            .get_stream(streams::EVENTS)
+            .await?
+            .info()
+            .await?
+            .clone();
+        Ok((
+            info.created.unix_timestamp_nanos().to_string(),
+            info.state.first_sequence,
+            info.state.last_sequence,
+        ))
+    }
+
     /// Follows every job's events from stream sequence `from` (1 = the beginning), in order,
     /// for ever. Survives server restarts: the ordered consumer recreates itself where it left
     /// off. Unreadable events are logged and skipped.
@@ -149,8 +214,7 @@ impl EventLog {
             .create_consumer(OrderedConfig {
                 filter_subject: subjects::EVENTS_ALL.into(),
                 deliver_policy,
-                // Short pulls so a restarted server is noticed within seconds.
-                max_expires: Duration::from_secs(5),
+                max_expires: FOLLOW_EXPIRES,
                 ..Default::default()
             })
             .await?;
@@ -174,105 +238,31 @@ impl EventLog {
         }))
     }
 
-    /// Reads the job's latest event, lets `decide` pick the next one, and appends it; on a
-    /// concurrent change it re-reads and asks again. Returns the event written (or `None`
-    /// when `decide` declined) together with the latest event it based that on.
-    pub async fn transition<F>(&self, job: &JobId, mut decide: F) -> anyhow::Result<Transition>
+    /// Reads the job afresh, lets `decide` pick the next event, and appends it; on a race it
+    /// reads again and asks again. Returns the event written (or `None` when `decide`
+    /// declined) together with the job it based that on.
+    pub async fn transition<F>(&self, id: &JobId, mut decide: F) -> anyhow::Result<Transition>
     where
-        F: FnMut(Option<&Stored>) -> Option<skynet_protocol::EventKind>,
+        F: FnMut(&Job) -> Option<EventKind>,
     {
         for _ in 0..8 {
-            let last = self.last(job).await?;
-            let Some(kind) = decide(last.as_ref()) else {
-                return Ok(Transition::Declined(last));
+            let job = self.job(id).await?;
+            let Some(kind) = decide(&job) else {
+                return Ok(Transition::Declined(Box::new(job)));
             };
-            let from = last.as_ref().map(|s| s.event.state());
-            if !JobState::can_follow(from, kind.state()) {
-                return Err(AppendError::Illegal {
-                    from,
-                    to: kind.state(),
-                }
-                .into());
-            }
-            let event = Event::now(job.clone(), kind);
-            match self
-                .append(&event, Some(last.as_ref().map_or(0, |s| s.seq)))
-                .await
-            {
-                Ok(seq) => return Ok(Transition::Written(Stored { seq, event })),
-                Err(AppendError::Conflict | AppendError::Duplicate(_)) => continue,
+            match self.append(&job, kind).await {
+                Ok(stored) => return Ok(Transition::Written(Box::new(stored))),
+                Err(e) if e.is_race() => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        anyhow::bail!("job {job} keeps changing; gave up deciding")
-    }
-}
-
-/// Where a replaying follower is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Rebuilding state from history: do not act yet.
-    Replay,
-    /// This event completes the history as it was at start: reconcile, then act.
-    CaughtUp,
-    /// A new event: act on it.
-    Live,
-}
-
-/// Every event from the start, each tagged with whether it is history or news: the way a
-/// service that keeps its state only in memory rebuilds it after a restart.
-pub struct Replay {
-    events: std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Stored>> + Send>>,
-    caught_up_at: u64,
-    live: bool,
-}
-
-impl Replay {
-    /// True once history has been replayed (from the start when there was none).
-    pub fn is_live(&self) -> bool {
-        self.live
-    }
-
-    /// The next event and its phase; `None` if the stream ended.
-    pub async fn next(&mut self) -> Option<anyhow::Result<(Stored, Phase)>> {
-        let stored = match self.events.next().await? {
-            Ok(s) => s,
-            Err(e) => return Some(Err(e)),
-        };
-        let phase = if self.live {
-            Phase::Live
-        } else if stored.seq >= self.caught_up_at {
-            self.live = true;
-            Phase::CaughtUp
-        } else {
-            Phase::Replay
-        };
-        Some(Ok((stored, phase)))
-    }
-}
-
-impl EventLog {
-    /// Follows every job's events from the start; see [`Replay`].
-    pub async fn replay(&self) -> anyhow::Result<Replay> {
-        let caught_up_at = self
-            .js
-            .get_stream(streams::EVENTS)
-            .await?
-            .info()
-            .await?
-            .state
-            .last_sequence;
-        Ok(Replay {
-            events: Box::pin(self.follow(1).await?),
-            caught_up_at,
-            live: caught_up_at == 0,
-        })
+        anyhow::bail!("job {id} keeps changing; gave up deciding")
     }
 }
 
 /// What [`EventLog::transition`] did.
 #[derive(Debug)]
 pub enum Transition {
-    Written(Stored),
-    Declined(Option<Stored>),
+    Written(Box<Stored>),
+    Declined(Box<Job>),
 }

@@ -8,16 +8,16 @@ pub mod args;
 pub mod connect;
 pub mod creds;
 pub mod events;
+pub mod follow;
 pub mod keys;
 pub mod logs;
-pub mod placement;
 pub mod registry;
 pub mod service;
 pub mod setup;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use args::{CommonArgs, ConfigError, NatsArgs, parse_args};
+pub use args::{CommonArgs, ConfigError, NatsArgs, TimingArgs, parse_args};
 pub use connect::connect;
 pub use events::{AppendError, EventLog};
 pub use shutdown::{Shutdown, signal_token};

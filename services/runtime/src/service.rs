@@ -37,8 +37,11 @@ where
             _ = token.cancelled() => return Ok(()),
         };
         let outcome = run(client.clone(), token).await;
-        if let Err(e) = client.drain().await {
-            tracing::debug!(error = %e, "draining the connection");
+        // Bounded: with the server gone, a drain would wait for ever.
+        match tokio::time::timeout(std::time::Duration::from_secs(3), client.drain()).await {
+            Ok(Err(e)) => tracing::debug!(error = %e, "draining the connection"),
+            Err(_) => tracing::warn!("the connection did not drain in time (is NATS reachable?)"),
+            Ok(Ok(())) => {}
         }
         outcome
     });

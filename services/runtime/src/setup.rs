@@ -39,7 +39,11 @@ pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyh
                 .with_context(|| format!("creating the KV bucket {bucket}"))?;
         }
     }
-    for store in [streams::artifacts_store(r), streams::archive_store(r)] {
+    for store in [
+        streams::artifacts_store(r),
+        streams::archive_store(r),
+        streams::snapshots_store(r),
+    ] {
         let bucket = store.bucket.clone();
         if js.get_object_store(&bucket).await.is_err() {
             js.create_object_store(store)

@@ -1,29 +1,28 @@
-//! skynet-sentinel: nothing runs unseen.
+//! skynet-sentinel: nothing runs unseen. It observes and alerts; it decides nothing about
+//! jobs.
 //!
 //! Watches the worker registry (`skynet-workers`: every heartbeat rewrites a worker's key)
-//! and follows `SKYNET_EVENTS` from the start. It raises alerts on `skynet.alerts` (stream
-//! `SKYNET_ALERTS`) once when a condition begins and once when it ends:
-//! `worker_offline`/`worker_online`, `job_stalled`/`job_resumed`,
-//! `job_unroutable`/`job_routable`; and single alerts `job_worker_lost` and `job_overdue`
-//! when it ends or re-queues a job.
+//! and follows `SKYNET_EVENTS` (resuming from its snapshot). It raises alerts on
+//! `skynet.alerts` (stream `SKYNET_ALERTS`) once when a condition begins and once when it
+//! ends: `worker_offline`/`worker_online`, `job_stalled`/`job_resumed`,
+//! `job_unroutable`/`job_routable`; and single alerts `job_worker_lost` (when the owner moved
+//! a job off a lost worker) and `job_overdue` (a job still on its worker well past its time
+//! limit).
 //!
 //! - A worker is offline after `missed_heartbeats` intervals without a new registry
 //!   revision, confirmed by reading the key from the server (the watch may lag, the server
 //!   does not). The sentinel only declares deaths while its own connection has been up for
 //!   the whole window, and when most workers fall silent at once it holds off for one more
-//!   window: that looks like a partition, not deaths.
-//! - A job on an offline worker is re-queued as a new attempt while it has `retries` left,
-//!   else it ends `failed` with the error `worker_lost`. The dispatcher withdraws the old
-//!   attempt's spec and the relay drops its reports, so a worker that comes back cannot
-//!   continue it as current.
+//!   window: that looks like a partition, not deaths. The record of an offline worker (its
+//!   key `worker_offline.<id>` in `skynet-sentinel`) is what the dispatcher acts on: it
+//!   retries or fails the worker's jobs.
 //! - Running jobs whose output count (reported in heartbeats) does not move for
-//!   `stall_after` are stalled; queued jobs no online worker can take are unroutable after
-//!   `unroutable_after`; jobs past `timeout_s` plus `overdue_grace` end `timed_out`.
+//!   `stall_after` are stalled; waiting jobs no online worker can take are unroutable after
+//!   `unroutable_after`.
 //!
 //! Open conditions live in the KV bucket `skynet-sentinel` (one key each), written with
 //! create / expected-revision, so two sentinels raise and clear every alert exactly once,
-//! and a restarted sentinel does not raise again what is already raised. Job changes go
-//! through the event log's optimistic concurrency.
+//! and a restarted sentinel does not raise again what is already raised.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -32,37 +31,18 @@ use async_nats::Client;
 use async_nats::jetstream::{self, kv, message::PublishMessage};
 use serde::{Deserialize, Serialize};
 use skynet_protocol::alert::{Alert, AlertKind};
-use skynet_protocol::event::Finished;
+use skynet_protocol::lifecycle::{Change, Job, Open, Timing};
 use skynet_protocol::worker::WorkerInfo;
-use skynet_protocol::{Event, EventKind, JobId, JobState, WorkerId, streams, subjects};
-use skynet_runtime::events::{AppendError, EventLog, Phase, Stored};
-use skynet_runtime::placement::Placement;
+use skynet_protocol::{EventKind, JobId, JobState, WorkerId, streams, subjects};
+use skynet_runtime::follow::{Follower, Phase};
 use skynet_runtime::registry::{self, Update};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of the sentinel.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Config {
-    /// Heartbeats a worker may miss before it is offline.
-    pub missed_heartbeats: u32,
-    /// No output and no progress for this long makes a running job stalled.
-    pub stall_after: Duration,
-    /// A queued job no online worker can take is unroutable after this long.
-    pub unroutable_after: Duration,
-    /// Past `timeout_s` plus this, a job ends `timed_out`.
-    pub overdue_grace: Duration,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            missed_heartbeats: 3,
-            stall_after: Duration::from_secs(600),
-            unroutable_after: Duration::from_secs(60),
-            overdue_grace: Duration::from_secs(30),
-        }
-    }
+    pub timing: Timing,
 }
 
 /// A condition's value in `skynet-sentinel`.
@@ -87,25 +67,27 @@ struct WorkerView {
     heard: Instant,
 }
 
+/// What the sentinel notices about a job, besides its events.
 #[derive(Debug, Default)]
-struct Job {
-    p: Placement,
+struct Watch {
     /// Last sign of life: an event, or the output count moving.
     activity: Option<Instant>,
     progress: Option<u64>,
-    /// Since when no online worker can take it (while queued).
+    /// Since when no online worker can take it (while it waits).
     unroutable_since: Option<Instant>,
+    /// The attempt it was found overdue in.
+    overdue: Option<u32>,
 }
 
 struct Sentinel {
-    cfg: Config,
+    timing: Timing,
     client: Client,
     js: jetstream::Context,
-    log: EventLog,
     registry_kv: kv::Store,
     conditions_kv: kv::Store,
     workers: HashMap<WorkerId, WorkerView>,
-    jobs: HashMap<JobId, Job>,
+    open: Open,
+    watch: HashMap<JobId, Watch>,
     conditions: HashMap<String, Condition>,
     /// Connection health: the connect count seen last, and since when it has been up.
     connects: u64,
@@ -125,15 +107,16 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     let (js, log) = skynet_runtime::setup::open(&client).await?;
     let registry_kv = js.get_key_value(streams::WORKERS_BUCKET).await?;
     let conditions_kv = js.get_key_value(streams::SENTINEL_BUCKET).await?;
+    let (mut follower, open) = Follower::start(&log, &js, "sentinel").await?;
     let mut s = Sentinel {
-        cfg,
+        timing: cfg.timing,
         client: client.clone(),
         js: js.clone(),
-        log: log.clone(),
         registry_kv,
         conditions_kv: conditions_kv.clone(),
         workers: HashMap::new(),
-        jobs: HashMap::new(),
+        open,
+        watch: HashMap::new(),
         conditions: HashMap::new(),
         connects: 0,
         up_since: None,
@@ -142,18 +125,18 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     };
     let mut registry = registry::watch(js.clone(), shutdown.clone());
     let mut conditions = watch_conditions(js.clone(), shutdown.clone());
-    let mut events = log.replay().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!("sentinel watching");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = events.next() => match next {
-                Some(Ok((stored, phase))) => {
-                    s.apply(stored);
+            next = follower.next(&mut s.open) => match next {
+                Some(Ok((stored, change, phase))) => {
+                    s.observe(&stored.event, change, phase == Phase::Live).await;
                     if phase == Phase::CaughtUp {
-                        tracing::info!(jobs = s.jobs.len(), "sentinel caught up");
+                        tracing::info!(jobs = s.open.jobs.len(), "sentinel caught up");
+                        follower.snapshot(&s.open, true);
                     }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "following events"),
@@ -163,12 +146,14 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
             Some(update) = conditions.recv() => s.on_condition(update),
             _ = tick.tick() => {
                 s.watch_connection();
-                if events.is_live() {
+                if follower.is_live() {
                     s.check().await;
+                    follower.snapshot(&s.open, false);
                 }
             }
         }
     }
+    follower.finish(&s.open, Duration::from_secs(3)).await;
     Ok(())
 }
 
@@ -195,7 +180,8 @@ fn key(kind: &str, id: &str) -> String {
 
 impl Sentinel {
     fn threshold(&self, w: &WorkerInfo) -> Duration {
-        Duration::from_millis(w.heartbeat_ms.max(1)) * self.cfg.missed_heartbeats.max(1)
+        self.timing
+            .offline_after(Duration::from_millis(w.heartbeat_ms.max(1)))
     }
 
     /// Tracks whether this sentinel's own connection has been up, and since when.
@@ -223,25 +209,58 @@ impl Sentinel {
         self.up_since.is_some_and(|t| t.elapsed() >= d)
     }
 
-    fn apply(&mut self, stored: Stored) {
-        let Stored { seq, event } = stored;
-        if event.state().is_terminal() {
-            self.jobs.remove(&event.job_id);
+    /// An event, already applied to the open set: note the sign of life, and tell people
+    /// when the owner moved a job off a lost worker.
+    async fn observe(&mut self, event: &skynet_protocol::Event, change: Change, live: bool) {
+        let id = &event.job_id;
+        if let Change::Ended(_) = change {
+            self.watch.remove(id);
+        } else if let Some(job) = self.open.get(id) {
+            let w = self.watch.entry(id.clone()).or_default();
+            w.activity = Some(Instant::now());
+            if matches!(
+                event.kind,
+                EventKind::Queued { .. } | EventKind::Dispatched { .. }
+            ) {
+                w.progress = None;
+            }
+            if !job.waiting() {
+                w.unroutable_since = None;
+            }
+        }
+        if !live {
             return;
         }
-        let job = self.jobs.entry(event.job_id.clone()).or_default();
-        if !job.p.apply(seq, &event) {
-            return;
-        }
-        job.activity = Some(Instant::now());
-        if matches!(
-            event.kind,
-            EventKind::Queued { .. } | EventKind::Dispatched { .. }
-        ) {
-            job.progress = None;
-        }
-        if job.p.state != Some(JobState::Queued) {
-            job.unroutable_since = None;
+        let lost = match &event.kind {
+            EventKind::Queued { attempt, reason } if *attempt > 1 => reason
+                .as_deref()
+                .filter(|r| r.contains("was lost"))
+                .map(|r| {
+                    (
+                        attempt - 1,
+                        format!("job {id}: {r}; it is re-queued as attempt {attempt}"),
+                    )
+                }),
+            kind => kind.as_finished().and_then(|f| {
+                let error = f.error.as_deref()?;
+                let lost = error.starts_with("worker_lost") || error.contains("was lost");
+                lost.then(|| {
+                    (
+                        f.attempt.unwrap_or(0),
+                        format!("job {id} ended {}: {error}", kind.state()),
+                    )
+                })
+            }),
+        };
+        if let Some((attempt, detail)) = lost {
+            let worker = match &event.kind {
+                EventKind::Queued { .. } => None,
+                kind => kind.worker().cloned(),
+            };
+            let mut alert = self.alert(AlertKind::JobWorkerLost, worker.as_ref(), Some(id), detail);
+            alert.id = format!("job_worker_lost.{id}:{attempt}");
+            tracing::warn!(job_id = %id, "job's worker lost");
+            self.publish(alert).await;
         }
     }
 
@@ -250,12 +269,14 @@ impl Sentinel {
             Update::Put(info, revision) => {
                 let info = *info;
                 for (job, count) in &info.progress {
-                    if let Some(j) = self.jobs.get_mut(job)
-                        && j.p.worker.as_ref() == Some(&info.id)
-                        && j.progress != Some(*count)
+                    if let Some(j) = self.open.get(job)
+                        && j.worker.as_ref() == Some(&info.id)
                     {
-                        j.progress = Some(*count);
-                        j.activity = Some(Instant::now());
+                        let w = self.watch.entry(job.clone()).or_default();
+                        if w.progress != Some(*count) {
+                            w.progress = Some(*count);
+                            w.activity = Some(Instant::now());
+                        }
                     }
                 }
                 let id = info.id.clone();
@@ -309,8 +330,7 @@ impl Sentinel {
     }
 
     fn is_offline(&self, worker: &WorkerId) -> bool {
-        self.conditions
-            .contains_key(&key("worker_offline", worker.as_str()))
+        self.conditions.contains_key(&streams::offline_key(worker))
     }
 
     async fn check(&mut self) {
@@ -326,7 +346,7 @@ impl Sentinel {
             .values()
             .filter(|w| {
                 self.conditions
-                    .get(&key("worker_offline", w.info.id.as_str()))
+                    .get(&streams::offline_key(&w.info.id))
                     .is_some_and(|c| c.value.worker_revision.is_none_or(|r| w.revision > r))
             })
             .map(|w| w.info.id.clone())
@@ -338,7 +358,7 @@ impl Sentinel {
                 None,
                 format!("worker {id} is back online"),
             );
-            self.clear(&key("worker_offline", id.as_str()), alert).await;
+            self.clear(&streams::offline_key(&id), alert).await;
         }
 
         let silent: Vec<WorkerId> = self
@@ -360,7 +380,7 @@ impl Sentinel {
             let now = Instant::now();
             let hold = *self.hold_until.get_or_insert_with(|| {
                 tracing::warn!(silent = silent.len(), online, "many workers fell silent at once; treating it as a partition for one more window");
-                now + Duration::from_secs(15)
+                now + self.timing.partition_hold
             });
             if now < hold {
                 return;
@@ -390,31 +410,41 @@ impl Sentinel {
             let Some(w) = self.workers.get(&id) else {
                 continue;
             };
-            let (revision, missed) = (w.revision, self.cfg.missed_heartbeats);
+            let (revision, missed) = (w.revision, self.timing.missed_heartbeats);
             let detail = format!(
                 "worker {id} missed {missed} heartbeats (last heard {:.1} s ago)",
                 w.heard.elapsed().as_secs_f64()
             );
             let alert = self.alert(AlertKind::WorkerOffline, Some(&id), None, detail);
-            self.raise(&key("worker_offline", id.as_str()), alert, Some(revision))
+            self.raise(&streams::offline_key(&id), alert, Some(revision))
                 .await;
         }
+    }
+
+    /// Whether some online worker could take `job`.
+    fn routable(&self, job: &Job) -> bool {
+        self.workers.values().any(|w| {
+            !self.is_offline(&w.info.id)
+                && w.heard.elapsed() <= self.threshold(&w.info)
+                && w.info.matches(job.wants.worker.as_ref(), &job.wants.labels)
+        })
     }
 
     async fn check_jobs(&mut self) {
         let now = Instant::now();
         let now_ms = skynet_protocol::time::now_ms();
-        let ids: Vec<JobId> = self.jobs.keys().cloned().collect();
         // Conditions of jobs that ended or moved on end too.
         let open: Vec<(String, AlertKind, String)> = self
             .conditions
             .iter()
             .filter_map(|(k, c)| {
                 let job = c.value.alert.job_id.as_ref()?;
-                let state = self.jobs.get(job).and_then(|j| j.p.state);
+                let state = self.open.get(job).and_then(|j| j.state);
                 let over = match c.value.alert.kind {
                     AlertKind::JobStalled => state != Some(JobState::Running),
-                    AlertKind::JobUnroutable => state != Some(JobState::Queued),
+                    AlertKind::JobUnroutable => {
+                        !matches!(state, Some(JobState::Queued | JobState::Approved))
+                    }
                     _ => false,
                 };
                 over.then(|| (k.clone(), c.value.alert.kind, job.to_string()))
@@ -435,64 +465,60 @@ impl Sentinel {
             let alert = self.alert(end, None, job_id.as_ref(), detail);
             self.clear(&k, alert).await;
         }
+        let ids: Vec<JobId> = self.open.jobs.keys().cloned().collect();
         for id in ids {
-            let Some(job) = self.jobs.get(&id) else {
+            let Some(job) = self.open.get(&id).cloned() else {
                 continue;
             };
-            let state = job.p.state;
-            // Lost: its worker is offline.
-            if let Some(w) = job.p.worker.clone()
-                && matches!(state, Some(JobState::Dispatched | JobState::Running))
-                && self.is_offline(&w)
+            let watch = self.watch.entry(id.clone()).or_default();
+            let activity = *watch.activity.get_or_insert(now);
+            // Overdue: still on its worker well past its time limit (the owner ends it; this
+            // only tells people).
+            if job.on_worker()
+                && watch.overdue != Some(job.attempt)
+                && job
+                    .deadline_ms()
+                    .is_some_and(|d| now_ms > d + self.timing.overdue_grace.as_millis() as i64)
             {
-                self.lost(&id, &w).await;
-                continue;
+                watch.overdue = Some(job.attempt);
+                let detail = format!(
+                    "job {id} ran past its time limit of {} s on {}",
+                    job.wants.timeout_s,
+                    job.worker.as_ref().map(|w| w.as_str()).unwrap_or("?")
+                );
+                let mut alert = self.alert(
+                    AlertKind::JobOverdue,
+                    job.worker.as_ref(),
+                    Some(&id),
+                    detail,
+                );
+                alert.id = format!("job_overdue.{id}:{}", job.attempt);
+                self.publish(alert).await;
             }
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
-            // Overdue.
-            if matches!(
-                state,
-                Some(JobState::Dispatched | JobState::Running | JobState::CancelRequested)
-            ) && let Some(clock) = job.p.clock_ms
-                && now_ms
-                    > clock
-                        + job.p.timeout_s as i64 * 1000
-                        + self.cfg.overdue_grace.as_millis() as i64
-            {
-                self.overdue(&id).await;
-                continue;
-            }
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
             // Stalled.
             let stalled_key = key("job_stalled", id.as_str());
-            if state == Some(JobState::Running) {
-                let quiet = job
-                    .activity
-                    .map_or(Duration::ZERO, |a| now.duration_since(a));
+            if job.state == Some(JobState::Running) {
+                let quiet = now.duration_since(activity);
                 let raised = self.conditions.get(&stalled_key);
-                if quiet >= self.cfg.stall_after && raised.is_none() {
+                if quiet >= self.timing.stall_after && raised.is_none() {
                     let detail = format!(
                         "job {id} on {} produced no output for {}",
-                        job.p.worker.as_ref().map(|w| w.as_str()).unwrap_or("?"),
+                        job.worker.as_ref().map(|w| w.as_str()).unwrap_or("?"),
                         humantime::format_duration(Duration::from_secs(quiet.as_secs()))
                     );
                     let alert = self.alert(
                         AlertKind::JobStalled,
-                        job.p.worker.as_ref(),
+                        job.worker.as_ref(),
                         Some(&id),
                         detail,
                     );
                     self.raise(&stalled_key, alert, None).await;
                 } else if let Some(c) = raised
-                    && job.activity.is_some_and(|a| a > c.since)
+                    && activity > c.since
                 {
                     let alert = self.alert(
                         AlertKind::JobResumed,
-                        job.p.worker.as_ref(),
+                        job.worker.as_ref(),
                         Some(&id),
                         format!("job {id} is making progress again"),
                     );
@@ -500,19 +526,11 @@ impl Sentinel {
                 }
             }
             // Unroutable.
-            let Some(job) = self.jobs.get(&id) else {
-                continue;
-            };
             let unroutable_key = key("job_unroutable", id.as_str());
-            if state == Some(JobState::Queued) {
-                let routable = self.workers.values().any(|w| {
-                    !self.is_offline(&w.info.id)
-                        && w.heard.elapsed() <= self.threshold(&w.info)
-                        && w.info.matches(job.p.want_worker.as_ref(), &job.p.labels)
-                });
-                if routable {
-                    if let Some(j) = self.jobs.get_mut(&id) {
-                        j.unroutable_since = None;
+            if job.waiting() {
+                if self.routable(&job) {
+                    if let Some(w) = self.watch.get_mut(&id) {
+                        w.unroutable_since = None;
                     }
                     if self.conditions.contains_key(&unroutable_key) {
                         let alert = self.alert(
@@ -524,18 +542,17 @@ impl Sentinel {
                         self.clear(&unroutable_key, alert).await;
                     }
                 } else {
-                    let since = match self.jobs.get_mut(&id) {
-                        Some(j) => *j.unroutable_since.get_or_insert(now),
+                    let since = match self.watch.get_mut(&id) {
+                        Some(w) => *w.unroutable_since.get_or_insert(now),
                         None => now,
                     };
-                    if now.duration_since(since) >= self.cfg.unroutable_after
+                    if now.duration_since(since) >= self.timing.unroutable_after
                         && !self.conditions.contains_key(&unroutable_key)
                     {
-                        let job = &self.jobs[&id];
-                        let wants = match (&job.p.want_worker, job.p.labels.is_empty()) {
+                        let wants = match (&job.wants.worker, job.wants.labels.is_empty()) {
                             (Some(w), _) => format!("worker {w}"),
                             (None, false) => {
-                                format!("a worker with labels {}", job.p.labels.join(","))
+                                format!("a worker with labels {}", job.wants.labels.join(","))
                             }
                             (None, true) => "any worker".into(),
                         };
@@ -660,89 +677,6 @@ impl Sentinel {
 
     async fn resend(&mut self) {
         for alert in std::mem::take(&mut self.unsent) {
-            self.publish(alert).await;
-        }
-    }
-
-    /// Writes `kind` on the job's latest event as seen; false when the job moved on.
-    async fn write(&mut self, job: &JobId, kind: EventKind) -> bool {
-        let Some(j) = self.jobs.get(job) else {
-            return false;
-        };
-        let event = Event::now(job.clone(), kind);
-        match self.log.append(&event, Some(j.p.seq)).await {
-            Ok(seq) => {
-                self.apply(Stored { seq, event });
-                true
-            }
-            Err(AppendError::Conflict | AppendError::Duplicate(_)) => {
-                if let Ok(Some(last)) = self.log.last(job).await {
-                    self.apply(last);
-                }
-                false
-            }
-            Err(e) => {
-                tracing::warn!(job_id = %job, error = %e, "writing an event");
-                false
-            }
-        }
-    }
-
-    /// A job whose worker is offline: another attempt while retries last, else `failed`.
-    async fn lost(&mut self, id: &JobId, worker: &WorkerId) {
-        let Some(job) = self.jobs.get(id) else { return };
-        let attempt = job.p.attempt.max(1);
-        let retries = job.p.retries;
-        let (kind, detail) = if attempt <= retries {
-            (
-                EventKind::Queued {
-                    attempt: attempt + 1,
-                    reason: Some(format!(
-                        "worker {worker} was lost; retry {attempt} of {retries}"
-                    )),
-                },
-                format!(
-                    "job {id} was on worker {worker}, which went offline; it is re-queued as attempt {}",
-                    attempt + 1
-                ),
-            )
-        } else {
-            (
-                EventKind::Failed(Finished {
-                    steps: vec![],
-                    error: Some("worker_lost".into()),
-                    worker: Some(worker.clone()),
-                    attempt: Some(attempt),
-                }),
-                format!(
-                    "job {id} was on worker {worker}, which went offline; it failed (no retries left)"
-                ),
-            )
-        };
-        if self.write(id, kind).await {
-            let mut alert = self.alert(AlertKind::JobWorkerLost, Some(worker), Some(id), detail);
-            alert.id = format!("job_worker_lost.{id}:{attempt}");
-            tracing::warn!(job_id = %id, worker = %worker, "job's worker lost");
-            self.publish(alert).await;
-        }
-    }
-
-    async fn overdue(&mut self, id: &JobId) {
-        let Some(job) = self.jobs.get(id) else { return };
-        let (worker, attempt, timeout) = (job.p.worker.clone(), job.p.attempt, job.p.timeout_s);
-        let finished = Finished {
-            steps: vec![],
-            error: Some(format!(
-                "overdue: ran past its time limit of {timeout} s and its worker did not end it"
-            )),
-            worker: worker.clone(),
-            attempt: Some(attempt),
-        };
-        if self.write(id, EventKind::TimedOut(finished)).await {
-            let detail =
-                format!("job {id} ran past its time limit of {timeout} s; it ended timed_out");
-            let mut alert = self.alert(AlertKind::JobOverdue, worker.as_ref(), Some(id), detail);
-            alert.id = format!("job_overdue.{id}:{attempt}");
             self.publish(alert).await;
         }
     }

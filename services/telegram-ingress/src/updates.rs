@@ -274,6 +274,7 @@ impl Handler {
             retries: 0,
             requested_by: Some(format!("{}{uid}", crate::TELEGRAM_PREFIX)),
             origin: Some(format!("{}{chat}", crate::TELEGRAM_PREFIX)),
+            ..Default::default()
         };
         if let Err(e) = request.validate() {
             let text = format!("That cannot be run: {}", esc(&clip(&e.to_string(), 600)));

@@ -1,6 +1,7 @@
-//! Running the steps of one job: processes in their own process group, output streamed in
-//! small batches, time limits, and stopping (SIGTERM to the group, a grace period, SIGKILL,
-//! then confirming the group is gone).
+//! Running the steps of one job: each process under its supervisor ([`crate::supervise`]) in
+//! a process group of its own, output streamed in small batches, time limits, and stopping
+//! (the supervisor sends SIGTERM to the group, waits a grace period, sends SIGKILL; the
+//! worker then confirms the group is gone).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use skynet_protocol::worker::StopReason;
-use skynet_protocol::{ExecutionSpec, GitOp, JobState, Step, StepResult};
+use skynet_protocol::{GitOp, JobState, Step, StepResult};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -32,29 +33,60 @@ const READ_LIMIT: u64 = 8 << 20;
 pub struct StopSignal {
     token: CancellationToken,
     reason: Mutex<Option<StopReason>>,
+    /// Set when the worker itself gives the attempt up (it lost its lease, or shuts down):
+    /// the attempt is reported abandoned, not ended.
+    abandoned: Mutex<Option<String>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
 }
 
 impl StopSignal {
     pub fn stop(&self, reason: StopReason) {
-        let mut r = match self.reason.lock() {
-            Ok(r) => r,
-            Err(p) => p.into_inner(),
-        };
-        r.get_or_insert(reason);
+        locked(&self.reason).get_or_insert(reason);
         self.token.cancel();
     }
 
-    fn reason(&self) -> StopReason {
-        match self.reason.lock() {
-            Ok(r) => r.unwrap_or(StopReason::Cancel),
-            Err(p) => p.into_inner().unwrap_or(StopReason::Cancel),
-        }
+    /// Stops the attempt because the worker gives it up, and says why.
+    pub fn abandon(&self, why: impl Into<String>) {
+        locked(&self.abandoned).get_or_insert_with(|| why.into());
+        self.stop(StopReason::Fenced);
     }
+
+    /// Why the worker gave the attempt up, if it did.
+    pub fn abandoned(&self) -> Option<String> {
+        locked(&self.abandoned).clone()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    fn reason(&self) -> StopReason {
+        locked(&self.reason).unwrap_or(StopReason::Cancel)
+    }
+}
+
+/// The program that hosts the step supervisor ([`crate::supervise`]): a binary whose
+/// `main` calls `supervise::main_if_asked` (the worker's own, normally).
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    pub program: PathBuf,
 }
 
 /// What a job run needs from its worker.
 pub struct Ctx {
     pub roots: Roots,
+    pub supervisor: Supervisor,
+    /// The end of the worker's lease ([`crate::supervise::boottime_ms`]), extended each time
+    /// one of its heartbeats reaches the server; passed on to every supervisor.
+    pub lease: tokio::sync::watch::Receiver<i64>,
+    /// Where each step's process group is recorded while it runs.
+    pub records: crate::records::Records,
     pub guard: Arc<Guard>,
     /// Variables passed through from the worker's environment.
     pub env: BTreeMap<String, String>,
@@ -84,14 +116,23 @@ enum End {
 
 /// Runs every step in order, stopping at the first failure.
 pub async fn run_job(
-    spec: &ExecutionSpec,
+    steps_to_run: &[Step],
+    timeout_s: u64,
     ctx: &Ctx,
     rep: &Reporter,
     stop: &StopSignal,
 ) -> Outcome {
-    let job_deadline = Instant::now() + Duration::from_secs(spec.timeout_s);
+    let job_deadline = Instant::now() + Duration::from_secs(timeout_s);
     let mut steps = Vec::new();
-    for (i, step) in spec.steps.iter().enumerate() {
+    for (i, step) in steps_to_run.iter().enumerate() {
+        if stop.is_stopped() {
+            // Stopped between steps (or before the first): nothing more starts.
+            return Outcome {
+                state: JobState::Cancelled,
+                steps,
+                error: Some(format!("stopped before step {}", i + 1)),
+            };
+        }
         rep.system(Some(i), &format!("$ {}", step.describe())).await;
         let step_deadline = match step.timeout_s() {
             Some(t) => job_deadline.min(Instant::now() + Duration::from_secs(t)),
@@ -153,12 +194,12 @@ pub async fn run_job(
             }
             End::TimedOut { job } => {
                 let why = if job {
-                    format!("the job exceeded its time limit of {} s", spec.timeout_s)
+                    format!("the job exceeded its time limit of {} s", timeout_s)
                 } else {
                     format!(
                         "step {} exceeded its time limit of {} s",
                         i + 1,
-                        step.timeout_s().unwrap_or(spec.timeout_s)
+                        step.timeout_s().unwrap_or(timeout_s)
                     )
                 };
                 rep.system(Some(i), &why).await;
@@ -359,21 +400,52 @@ async fn run_step(
                 return End::Refused("skills must be expanded by the planner".into());
             }
         };
-    let mut cmd = Command::new(&program);
-    cmd.args(&args)
-        .current_dir(&dir)
-        .env_clear()
-        .envs(&ctx.env)
-        .envs(&extra_env)
-        .env("SKYNET_JOB_ID", rep.job.as_str())
-        .env("SKYNET_ATTEMPT", rep.attempt.to_string())
-        .env("SKYNET_STEP", index.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    let mut cmd = Command::new(&ctx.supervisor.program);
+    cmd.args(crate::supervise::args(
+        *ctx.lease.borrow(),
+        ctx.kill_grace,
+        &program,
+        &args,
+    ))
+    .current_dir(&dir)
+    .env_clear()
+    .envs(&ctx.env)
+    .envs(&extra_env)
+    .env("SKYNET_JOB_ID", rep.job.as_str())
+    .env("SKYNET_ATTEMPT", rep.attempt.to_string())
+    .env("SKYNET_STEP", index.to_string())
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0)
+    .kill_on_drop(true);
     spawn_and_wait(cmd, index, ctx, rep, stop, deadline, job_deadline).await
+}
+
+/// Passes the worker's lease on to a supervisor, and a stop request when one comes.
+async fn feed_supervisor(
+    mut stdin: tokio::process::ChildStdin,
+    mut lease: tokio::sync::watch::Receiver<i64>,
+    stop: CancellationToken,
+) {
+    use tokio::io::AsyncWriteExt;
+    loop {
+        tokio::select! {
+            changed = lease.changed() => {
+                let line = format!("L{}\n", *lease.borrow_and_update());
+                if changed.is_err() || stdin.write_all(line.as_bytes()).await.is_err() {
+                    // The worker is shutting down, or the supervisor is gone: its pipe closes,
+                    // which ends the step.
+                    return;
+                }
+            }
+            _ = stop.cancelled() => {
+                let _ = stdin.write_all(b"S\n").await;
+                // Keep the pipe open while the supervisor ends the group.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 async fn spawn_and_wait(
@@ -401,6 +473,17 @@ async fn spawn_and_wait(
         return End::Exited(127);
     };
     let pgid = Pid::from_raw(pid as i32);
+    if let Err(e) = ctx
+        .records
+        .set_pgid(&rep.job, rep.attempt, Some(pgid.as_raw()))
+    {
+        tracing::warn!(error = %e, "recording the step's process group");
+    }
+    let stopping = CancellationToken::new();
+    let feeder = child
+        .stdin
+        .take()
+        .map(|stdin| tokio::spawn(feed_supervisor(stdin, ctx.lease.clone(), stopping.clone())));
     let (tx, rx) = mpsc::channel::<(&'static str, Vec<u8>)>(64);
     if let Some(out) = child.stdout.take() {
         tokio::spawn(pump(out, "stdout", tx.clone()));
@@ -413,8 +496,6 @@ async fn spawn_and_wait(
 
     let end = tokio::select! {
         status = child.wait() => {
-            // The step is over when its process is; whatever it left behind in its group goes.
-            let _ = killpg(pgid, Signal::SIGTERM);
             match status {
                 Ok(s) => {
                     use std::os::unix::process::ExitStatusExt;
@@ -428,44 +509,59 @@ async fn spawn_and_wait(
             }
         }
         _ = tokio::time::sleep_until(deadline.into()) => {
-            kill_group(&mut child, pgid, ctx.kill_grace).await;
+            stop_group(&mut child, &stopping, pgid, ctx.kill_grace).await;
             End::TimedOut { job: deadline >= job_deadline }
         }
         _ = stop.token.cancelled() => {
-            kill_group(&mut child, pgid, ctx.kill_grace).await;
+            stop_group(&mut child, &stopping, pgid, ctx.kill_grace).await;
             End::Stopped(stop.reason())
         }
     };
+    // The step is over when its supervisor is; whatever is left in its group goes.
+    let _ = killpg(pgid, Signal::SIGKILL);
+    wait_group_gone(pgid).await;
+    if let Some(f) = feeder {
+        f.abort();
+    }
+    if let Err(e) = ctx.records.set_pgid(&rep.job, rep.attempt, None) {
+        tracing::warn!(error = %e, "recording the step's end");
+    }
     // Output still in the pipes is sent before the step's end is reported.
     let mut batcher = batcher;
     if tokio::time::timeout(Duration::from_secs(2), &mut batcher)
         .await
         .is_err()
     {
-        // Something left in the group still holds the pipes open.
-        let _ = killpg(pgid, Signal::SIGKILL);
+        // Something that left the group still holds the pipes open.
         let _ = batcher.await;
     }
     end
 }
 
-/// SIGTERM to the whole group, `grace` to exit, then SIGKILL; returns once the group is
-/// confirmed gone (or after a bounded wait).
-async fn kill_group(child: &mut tokio::process::Child, pgid: Pid, grace: Duration) {
-    let _ = killpg(pgid, Signal::SIGTERM);
-    let exited = tokio::time::timeout(grace, child.wait()).await.is_ok();
-    let group_gone = || !group_alive(pgid);
-    if !exited || !group_gone() {
-        // Give the rest of the group the same grace, then kill everything left.
-        let until = Instant::now() + if exited { grace } else { Duration::ZERO };
-        while Instant::now() < until && !group_gone() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+/// Asks the supervisor to end the step's group (SIGTERM, its grace, SIGKILL) and waits for
+/// it; kills the group itself if the supervisor does not finish in time.
+async fn stop_group(
+    child: &mut tokio::process::Child,
+    stopping: &CancellationToken,
+    pgid: Pid,
+    grace: Duration,
+) {
+    stopping.cancel();
+    let waited = tokio::time::timeout(grace + Duration::from_secs(3), child.wait()).await;
+    if waited.is_err() {
+        tracing::warn!(
+            pgid = pgid.as_raw(),
+            "the supervisor did not end the step in time; killing the group"
+        );
         let _ = killpg(pgid, Signal::SIGKILL);
         let _ = child.wait().await;
     }
-    for _ in 0..100 {
-        if group_gone() {
+}
+
+/// Waits (bounded) until no live process is left in group `pgid`.
+async fn wait_group_gone(pgid: Pid) {
+    for _ in 0..250 {
+        if !group_alive(pgid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -478,7 +574,7 @@ async fn kill_group(child: &mut tokio::process::Child, pgid: Pid, grace: Duratio
 
 /// Whether any live process is in group `pgid`. Zombies do not count: they have exited,
 /// and whether their parent has reaped them yet is not the job's business.
-fn group_alive(pgid: Pid) -> bool {
+pub fn group_alive(pgid: Pid) -> bool {
     if matches!(killpg(pgid, None), Err(nix::errno::Errno::ESRCH)) {
         return false;
     }

@@ -10,27 +10,32 @@
 
 pub mod artifacts;
 pub mod caps;
+pub mod cleanup;
 pub mod exec;
 pub mod guard;
 pub mod outbox;
 pub mod paths;
 pub mod records;
 pub mod redact;
+pub mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::Client;
-use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
+use async_nats::jetstream::{self, AckKind, consumer::PullConsumer, stream::DirectGetErrorKind};
 use futures::StreamExt;
+use skynet_protocol::lifecycle::Timing;
+use skynet_protocol::spec::Me;
 use skynet_protocol::worker::{
     ControlReply, ControlRequest, ControlStatus, StopReason, WorkerInfo, WorkerReport,
 };
-use skynet_protocol::{JobId, JobState, SignedSpec, WorkerId, streams, subjects};
+use skynet_protocol::{ExecutionSpec, JobId, JobState, WorkerId, streams, subjects};
 use skynet_runtime::ConfigError;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,7 +71,12 @@ pub struct Config {
     pub home: PathBuf,
     pub max_jobs: u32,
     pub heartbeat: Duration,
-    /// Public nkeys whose signatures this worker accepts.
+    /// Heartbeats that may be missed before the worker counts as lost; it stops its own
+    /// steps one heartbeat earlier when its heartbeats cannot reach the server.
+    pub missed_heartbeats: u32,
+    /// The program that hosts step supervisors (`__supervise`): this binary, normally.
+    pub supervisor: PathBuf,
+    /// Public nkeys whose seals this worker accepts.
     pub trusted_keys: Vec<String>,
     pub data_dir: PathBuf,
     /// Between SIGTERM and SIGKILL when stopping a step.
@@ -101,6 +111,27 @@ struct Running {
     progress: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The worker's lease: it may run steps while its heartbeats reach the server.
+struct Lease {
+    /// Until when ([`supervise::boottime_ms`]); 0 before the first heartbeat landed.
+    until: AtomicI64,
+    tx: watch::Sender<i64>,
+    length: Duration,
+}
+
+impl Lease {
+    fn valid(&self) -> bool {
+        supervise::boottime_ms() < self.until.load(Ordering::SeqCst)
+    }
+
+    /// A heartbeat sent at `sent_at` reached the server: the lease runs from then.
+    fn extend(&self, sent_at: i64) {
+        let until = sent_at + self.length.as_millis() as i64;
+        self.until.fetch_max(until, Ordering::SeqCst);
+        self.tx.send_replace(self.until.load(Ordering::SeqCst));
+    }
+}
+
 struct Worker {
     cfg: Config,
     ctx: exec::Ctx,
@@ -108,6 +139,8 @@ struct Worker {
     outbox: Outbox,
     redact: Arc<redact::Redactor>,
     running: Mutex<HashMap<JobId, Running>>,
+    lease: Lease,
+    work: jetstream::stream::Stream<()>,
     session: String,
     started_at: String,
     tools: Vec<String>,
@@ -118,7 +151,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     if cfg.trusted_keys.is_empty() {
         return Err(ConfigError::new(
             "--trust-key",
-            "no trusted policy key: give the public key that signs specs (skynet-policy logs it)",
+            "no trusted policy key: give the public key that seals approvals (skynet-policy logs it)",
         )
         .into());
     }
@@ -137,7 +170,9 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     let guard =
         guard::Guard::new(&cfg.forbid).map_err(|e| ConfigError::new("--forbid", e.to_string()))?;
     std::fs::create_dir_all(&cfg.data_dir)?;
-    let records = Records::open(&cfg.data_dir.join(format!("worker-{}.db", cfg.id)))?;
+    let db = records::open(&cfg.data_dir.join(format!("worker-{}.db", cfg.id)))?;
+    let incarnation = records::incarnation(&db)?;
+    let records = Records::new(db.clone());
     let mut env: BTreeMap<String, String> = cfg
         .env_allow
         .iter()
@@ -155,12 +190,28 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         tracing::warn!("the artifact store is not reachable; steps with artifacts will fail");
     }
     let outbox_stop = CancellationToken::new();
-    let (outbox, outbox_task) =
-        Outbox::start(js.clone(), outbox_stop.clone(), Duration::from_secs(5));
+    let (outbox, outbox_task) = Outbox::start(
+        db,
+        incarnation,
+        js.clone(),
+        outbox_stop.clone(),
+        Duration::from_secs(2),
+    )?;
+    let timing = Timing {
+        heartbeat: cfg.heartbeat,
+        missed_heartbeats: cfg.missed_heartbeats,
+        ..Timing::default()
+    };
+    let (lease_tx, lease_rx) = watch::channel(0i64);
     let worker = Arc::new(Worker {
         redact: Arc::new(redact::Redactor::new(cfg.redact.clone())),
         ctx: exec::Ctx {
             roots,
+            supervisor: exec::Supervisor {
+                program: cfg.supervisor.clone(),
+            },
+            lease: lease_rx,
+            records: records.clone(),
             guard: Arc::new(guard),
             env,
             kill_grace: cfg.kill_grace,
@@ -170,6 +221,12 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         records,
         outbox,
         running: Mutex::new(HashMap::new()),
+        lease: Lease {
+            until: AtomicI64::new(0),
+            tx: lease_tx,
+            length: timing.lease(cfg.heartbeat),
+        },
+        work: stream.clone(),
         session: uuid::Uuid::new_v4().simple().to_string(),
         started_at: skynet_protocol::time::now(),
         tools,
@@ -185,9 +242,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     let jobs = TaskTracker::new();
     let result = pull_work(&worker, &stream, &jobs, &shutdown).await;
 
-    // Stop what still runs, let it report, then flush the outbox.
+    // Give up what still runs (its jobs are retried elsewhere while retries last), let it
+    // report, then flush the outbox for a moment: what is left is sent by the next start.
     for r in lock(&worker.running).values() {
-        r.stop.stop(StopReason::Fenced);
+        r.stop.abandon("the worker was shut down while the job ran");
     }
     jobs.close();
     let grace = worker.cfg.kill_grace + Duration::from_secs(3);
@@ -195,10 +253,10 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         tracing::warn!("jobs still running at shutdown");
     }
     tasks.close();
-    tasks.wait().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), tasks.wait()).await;
     outbox_stop.cancel();
     drop(worker);
-    let _ = outbox_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), outbox_task).await;
     result
 }
 
@@ -245,6 +303,16 @@ async fn pull_work(
             _ = shutdown.cancelled() => return Ok(()),
             p = slots.clone().acquire_owned() => p?,
         };
+        // No new work without a lease: a worker cut off from the server may be declared lost
+        // at any moment.
+        if !worker.lease.valid() {
+            drop(permit);
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            continue;
+        }
         let c = match &consumer {
             Some(c) => c.clone(),
             None => {
@@ -276,7 +344,7 @@ async fn pull_work(
             f = async {
                 // A waiting pull: `fetch` would return at once on an empty queue, and the
                 // loop would spin.
-                let mut batch = c.batch().max_messages(1).expires(Duration::from_secs(5)).messages().await?;
+                let mut batch = c.batch().max_messages(1).expires(Duration::from_secs(2)).messages().await?;
                 match batch.next().await {
                     Some(m) => Ok(Some(m.map_err(|e| anyhow::anyhow!("{e}"))?)),
                     None => anyhow::Ok(None),
@@ -306,6 +374,27 @@ async fn pull_work(
     }
 }
 
+/// Whether the spec in hand is still the one waiting on its subject: the owner withdraws a
+/// spec (purges it) before it moves the job on without this attempt, so a spec that is gone
+/// must not start. `None` when it cannot be told now.
+async fn still_current(
+    work: &jetstream::stream::Stream<()>,
+    msg: &jetstream::Message,
+) -> Option<bool> {
+    let seq = msg.info().ok()?.stream_sequence;
+    match work
+        .direct_get_last_for_subject(msg.subject.to_string())
+        .await
+    {
+        Ok(last) => Some(last.sequence == seq),
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Some(false),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot check the spec is current");
+            None
+        }
+    }
+}
+
 impl Worker {
     fn reporter(&self, job: &JobId, attempt: u32) -> Reporter {
         Reporter::new(
@@ -320,16 +409,21 @@ impl Worker {
     /// Verifies, records and runs one spec.
     async fn take(&self, msg: jetstream::Message) {
         let now = skynet_protocol::time::now_ms() / 1000;
-        let signed = SignedSpec::from_slice(&msg.payload);
-        let verified = signed
+        let me = Me {
+            id: &self.cfg.id,
+            labels: &self.cfg.labels,
+            trusted: &self.cfg.trusted_keys,
+        };
+        let parsed = ExecutionSpec::from_slice(&msg.payload);
+        let verified = parsed
             .as_ref()
             .map_err(Clone::clone)
-            .and_then(|s| s.verify(&self.cfg.trusted_keys, &self.cfg.id, now));
-        let spec = match verified {
-            Ok(spec) => spec,
+            .and_then(|s| s.verify(&me, now).map(|g| (s, g)));
+        let (spec, grant) = match verified {
+            Ok(v) => v,
             Err(e) => {
                 let _ = msg.ack_with(AckKind::Term).await;
-                let peek = signed.ok().and_then(|s| s.peek()).or_else(|| {
+                let peek = ExecutionSpec::peek(&msg.payload).or_else(|| {
                     let (_, job) = subjects::parse_work(&msg.subject)?;
                     Some((job, 0))
                 });
@@ -339,20 +433,77 @@ impl Worker {
                         .report(WorkerReport::Refused {
                             attempt,
                             reason: e.to_string(),
+                            replayed: false,
                         })
                         .await;
                 }
                 return;
             }
         };
-        let seen = match self.records.begin(&spec.job_id, spec.attempt) {
+        let (job, attempt) = (spec.job_id.clone(), spec.attempt);
+        // Registered first, so a stop that arrives while the attempt is checked is kept.
+        let stop = Arc::new(StopSignal::default());
+        let rep = self.reporter(&job, attempt);
+        let duplicate = {
+            let mut running = lock(&self.running);
+            let duplicate = running.get(&job).is_some_and(|r| r.attempt == attempt);
+            if !duplicate {
+                running.insert(
+                    job.clone(),
+                    Running {
+                        attempt,
+                        stop: stop.clone(),
+                        progress: rep.progress(),
+                    },
+                );
+            }
+            duplicate
+        };
+        if duplicate {
+            // A redelivery of the attempt this worker runs right now.
+            let _ = msg.ack().await;
+            return;
+        }
+        let outcome = self.start(&msg, spec, grant, &rep, &stop).await;
+        lock(&self.running).remove(&job);
+        if let Some(state) = outcome {
+            tracing::info!(job_id = %job, attempt, outcome = %state, "finished");
+        }
+    }
+
+    /// Checks the attempt is current and new, records it, acknowledges its spec and runs
+    /// it. Returns the outcome, when it ran.
+    async fn start(
+        &self,
+        msg: &jetstream::Message,
+        spec: &ExecutionSpec,
+        grant: skynet_protocol::Grant,
+        rep: &Reporter,
+        stop: &StopSignal,
+    ) -> Option<JobState> {
+        let (job, attempt) = (&spec.job_id, spec.attempt);
+        match still_current(&self.work, msg).await {
+            Some(true) => {}
+            Some(false) => {
+                tracing::info!(job_id = %job, attempt, "the spec was withdrawn before it started; dropped");
+                let _ = msg.ack_with(AckKind::Term).await;
+                return None;
+            }
+            None => {
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                    .await;
+                return None;
+            }
+        }
+        let seen = match self.records.begin(job, attempt) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the attempt; leaving the spec for later");
                 let _ = msg
                     .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
                     .await;
-                return;
+                return None;
             }
         };
         // Recorded first, acknowledged second: a crash in between means a redelivery that
@@ -360,65 +511,63 @@ impl Worker {
         if let Err(e) = msg.ack().await {
             tracing::warn!(error = %e, "could not acknowledge the spec");
         }
-        let rep = self.reporter(&spec.job_id, spec.attempt);
         match seen {
             Seen::Replayed => {
-                tracing::warn!(job_id = %spec.job_id, attempt = spec.attempt, "replayed spec refused");
+                tracing::warn!(job_id = %job, attempt, "replayed spec refused");
                 rep.report(WorkerReport::Refused {
-                    attempt: spec.attempt,
+                    attempt,
                     reason: "this attempt already ran on this worker (replayed spec)".into(),
+                    replayed: true,
                 })
                 .await;
-                return;
+                return None;
             }
             Seen::Prevented => {
-                rep.report(WorkerReport::Started {
-                    attempt: spec.attempt,
-                })
+                rep.report(WorkerReport::Started { attempt }).await;
+                rep.last(
+                    WorkerReport::Finished {
+                        attempt,
+                        outcome: JobState::Cancelled,
+                        steps: vec![],
+                        error: Some("cancelled before it started".into()),
+                    },
+                    "cancelled",
+                )
                 .await;
-                rep.report(WorkerReport::Finished {
-                    attempt: spec.attempt,
-                    outcome: JobState::Cancelled,
-                    steps: vec![],
-                    error: Some("cancelled before it started".into()),
-                })
-                .await;
-                let _ = self.records.finish(&spec.job_id, spec.attempt, "cancelled");
-                return;
+                return Some(JobState::Cancelled);
             }
             Seen::New => {}
         }
-        let stop = Arc::new(StopSignal::default());
-        lock(&self.running).insert(
-            spec.job_id.clone(),
-            Running {
-                attempt: spec.attempt,
-                stop: stop.clone(),
-                progress: rep.progress(),
+        tracing::info!(job_id = %job, attempt, steps = spec.steps.len(), "running");
+        rep.report(WorkerReport::Started { attempt }).await;
+        let outcome = exec::run_job(&spec.steps, grant.timeout_s, &self.ctx, rep, stop).await;
+        if let Some(why) = stop.abandoned() {
+            tracing::warn!(job_id = %job, attempt, %why, "attempt abandoned");
+            rep.last(
+                WorkerReport::Abandoned {
+                    attempt,
+                    reason: why,
+                },
+                "abandoned",
+            )
+            .await;
+            return None;
+        }
+        rep.last(
+            WorkerReport::Finished {
+                attempt,
+                outcome: outcome.state,
+                steps: outcome.steps,
+                error: outcome.error,
             },
-        );
-        tracing::info!(job_id = %spec.job_id, attempt = spec.attempt, steps = spec.steps.len(), "running");
-        rep.report(WorkerReport::Started {
-            attempt: spec.attempt,
-        })
+            outcome.state.as_str(),
+        )
         .await;
-        let outcome = exec::run_job(&spec, &self.ctx, &rep, &stop).await;
-        tracing::info!(job_id = %spec.job_id, outcome = %outcome.state, "finished");
-        rep.report(WorkerReport::Finished {
-            attempt: spec.attempt,
-            outcome: outcome.state,
-            steps: outcome.steps,
-            error: outcome.error,
-        })
-        .await;
-        let _ = self
-            .records
-            .finish(&spec.job_id, spec.attempt, outcome.state.as_str());
-        lock(&self.running).remove(&spec.job_id);
+        Some(outcome.state)
     }
 
     /// Attempts that were running when this worker last stopped uncleanly never finished:
-    /// say so, so their jobs do not wait for ever.
+    /// end whatever is left of them, then say so, so their jobs are retried or fail.
     async fn report_abandoned(&self) {
         let abandoned = match self.records.abandoned() {
             Ok(a) => a,
@@ -427,23 +576,24 @@ impl Worker {
                 return;
             }
         };
-        for (job, attempt) in abandoned {
-            tracing::warn!(job_id = %job, attempt, "attempt abandoned by a previous run of this worker");
-            self.reporter(&job, attempt)
-                .report(WorkerReport::Finished {
-                    attempt,
-                    outcome: JobState::Failed,
-                    steps: vec![],
-                    error: Some("worker_lost: the worker stopped while running the job".into()),
-                })
+        for a in abandoned {
+            let killed = cleanup::end_leftovers(&a.job, a.attempt, a.pgid).await;
+            tracing::warn!(job_id = %a.job, attempt = a.attempt, killed, "attempt abandoned by a previous run of this worker");
+            self.reporter(&a.job, a.attempt)
+                .last(
+                    WorkerReport::Abandoned {
+                        attempt: a.attempt,
+                        reason: "the worker stopped while running the job".into(),
+                    },
+                    "abandoned",
+                )
                 .await;
-            let _ = self.records.finish(&job, attempt, "abandoned");
         }
     }
 
     fn info(&self) -> WorkerInfo {
         let now = skynet_protocol::time::now();
-        let (running, progress) = {
+        let (running, progress, attempts) = {
             let r = lock(&self.running);
             (
                 r.keys().cloned().collect(),
@@ -454,6 +604,9 @@ impl Worker {
                             run.progress.load(std::sync::atomic::Ordering::Relaxed),
                         )
                     })
+                    .collect(),
+                r.iter()
+                    .map(|(job, run)| (job.clone(), run.attempt))
                     .collect(),
             )
         };
@@ -479,6 +632,7 @@ impl Worker {
             last_seen: now,
             session: self.session.clone(),
             progress,
+            attempts,
         }
     }
 
@@ -501,25 +655,62 @@ impl Worker {
         }
         ControlStatus::Prevented
     }
+
+    /// The lease ran out: every running attempt is given up (its supervisor ends it too).
+    fn lease_lost(&self) {
+        let running = lock(&self.running);
+        if running.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            jobs = running.len(),
+            "no heartbeat reached the server for {} s; stopping every step (they may run elsewhere now)",
+            self.lease.length.as_secs()
+        );
+        for r in running.values() {
+            r.stop.abandon(format!(
+                "the worker lost touch with the server for more than {} s",
+                self.lease.length.as_secs()
+            ));
+        }
+    }
 }
 
-/// Rewrites the registry entry every interval.
+/// Rewrites the registry entry every interval; each one that lands extends the lease, and
+/// a lease that runs out stops the steps.
 async fn heartbeat(worker: Arc<Worker>, js: jetstream::Context, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(worker.cfg.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut check = tokio::time::interval(Duration::from_millis(200));
     let mut store = None;
+    let mut lapsed = false;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = check.tick() => {
+                let valid = worker.lease.valid();
+                if !valid && !lapsed && worker.lease.until.load(Ordering::SeqCst) > 0 {
+                    worker.lease_lost();
+                }
+                lapsed = !valid;
+                continue;
+            }
             _ = tick.tick() => {}
         }
         if store.is_none() {
             store = js.get_key_value(streams::WORKERS_BUCKET).await.ok();
         }
         let Some(kv) = &store else { continue };
+        let sent_at = supervise::boottime_ms();
         let body = serde_json::to_vec(&worker.info()).unwrap_or_default();
-        if let Err(e) = kv.put(worker.cfg.id.as_str(), body.into()).await {
-            tracing::debug!(error = %e, "heartbeat not stored");
+        let put = tokio::time::timeout(
+            worker.cfg.heartbeat,
+            kv.put(worker.cfg.id.as_str(), body.into()),
+        );
+        match put.await {
+            Ok(Ok(_)) => worker.lease.extend(sent_at),
+            Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not stored"),
+            Err(_) => tracing::debug!("heartbeat timed out"),
         }
     }
 }
@@ -575,6 +766,8 @@ mod tests {
             home: PathBuf::from("/h"),
             max_jobs: 1,
             heartbeat: Duration::from_secs(5),
+            missed_heartbeats: 3,
+            supervisor: PathBuf::from("/bin/false"),
             trusted_keys: vec![],
             data_dir: PathBuf::from("/d"),
             kill_grace: Duration::from_secs(5),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use skynet_protocol::WorkerId;
-use skynet_runtime::{CommonArgs, ConfigError};
+use skynet_runtime::{CommonArgs, ConfigError, TimingArgs};
 
 /// SKYNET worker: runs signed steps on this machine, confined to its roots, and reports
 /// their output and results.
@@ -30,9 +30,8 @@ struct Args {
     #[arg(long, env = "SKYNET_WORKER_MAX_JOBS", default_value_t = 1)]
     max_jobs: u32,
 
-    /// Heartbeat interval.
-    #[arg(long, env = "SKYNET_HEARTBEAT", default_value = "5s", value_parser = humantime::parse_duration)]
-    heartbeat: Duration,
+    #[command(flatten)]
+    timing: TimingArgs,
 
     /// Public nkey of a trusted spec signer (repeatable, or comma-separated).
     #[arg(long = "trust-key", env = "SKYNET_TRUSTED_KEYS", value_delimiter = ',')]
@@ -64,6 +63,9 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = skynet_worker::supervise::main_if_asked() {
+        return code;
+    }
     let args: Args = skynet_runtime::parse_args();
     let config = match config(&args) {
         Ok(c) => c,
@@ -132,7 +134,10 @@ fn config(args: &Args) -> Result<skynet_worker::Config, ConfigError> {
         roots,
         home,
         max_jobs: args.max_jobs,
-        heartbeat: args.heartbeat,
+        heartbeat: args.timing.heartbeat,
+        missed_heartbeats: args.timing.missed_heartbeats,
+        supervisor: std::env::current_exe()
+            .map_err(|e| ConfigError::new("--id", format!("cannot find this program: {e}")))?,
         trusted_keys: trusted,
         data_dir: args.common.data_dir.clone(),
         kill_grace: args.kill_grace,

@@ -9,6 +9,9 @@ use std::time::Duration;
 use skynet_tests::process::WorkerSpec;
 
 fn main() -> ExitCode {
+    if let Some(code) = skynet_worker::supervise::main_if_asked() {
+        return code;
+    }
     let args: Vec<String> = std::env::args().collect();
     let [_, service, url, data_dir] = args.as_slice() else {
         eprintln!("usage: skynet-testsvc <service> <nats-url> <data-dir>");
@@ -55,6 +58,14 @@ fn main() -> ExitCode {
                 home: spec.home,
                 max_jobs: spec.max_jobs,
                 heartbeat: Duration::from_millis(spec.heartbeat_ms),
+                missed_heartbeats: spec.missed_heartbeats,
+                supervisor: match std::env::current_exe() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("skynet-testsvc: cannot find itself: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
                 trusted_keys: spec.trusted_keys,
                 data_dir: common.data_dir.clone(),
                 kill_grace: Duration::from_secs(5),

@@ -1,0 +1,325 @@
+//! Where waiting jobs go: the owner's routing decision over every open job and every known
+//! worker at once.
+//!
+//! Waiting jobs (`approved` or `queued`) are taken in order: higher priority first, and
+//! first come, first served within a priority (from approval, or from a re-queue). Each
+//! goes to the least busy online worker that matches its `worker` and `labels` and has a
+//! free slot, unless another job holding its `lock` is on a worker; a job that cannot go
+//! waits with the reason, and does not hold up jobs behind it that can go elsewhere.
+
+use std::collections::HashMap;
+
+use crate::ids::{JobId, WorkerId};
+use crate::lifecycle::Job;
+
+/// A worker as routing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub id: WorkerId,
+    pub labels: Vec<String>,
+    pub max_jobs: u32,
+    /// Heartbeating, and not declared offline.
+    pub online: bool,
+}
+
+impl Slot {
+    fn serves(&self, job: &Job) -> bool {
+        job.wants.worker.as_ref().is_none_or(|w| w == &self.id)
+            && job.wants.labels.iter().all(|l| self.labels.contains(l))
+    }
+}
+
+/// What routing decided for one waiting job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Hand this attempt to this worker.
+    Dispatch { worker: WorkerId, attempt: u32 },
+    /// Not now, and why.
+    Wait { reason: String },
+    /// Never: the job cannot run at all (its approval carries no seal, or the seal expired).
+    Fail { error: String },
+}
+
+/// Decides for every waiting job among `jobs`. `now_s` is Unix seconds.
+pub fn route<'a>(
+    jobs: impl IntoIterator<Item = &'a Job>,
+    workers: &[Slot],
+    now_s: i64,
+) -> Vec<(JobId, Placement)> {
+    let mut load: HashMap<&WorkerId, u32> = HashMap::new();
+    let mut held: HashMap<&str, &JobId> = HashMap::new();
+    let mut waiting = Vec::new();
+    for job in jobs {
+        if job.on_worker() {
+            if let Some(w) = &job.worker {
+                *load.entry(w).or_default() += 1;
+            }
+            if let Some(lock) = &job.wants.lock {
+                held.insert(lock.as_str(), &job.id);
+            }
+        } else if job.waiting() {
+            waiting.push(job);
+        }
+    }
+    waiting.sort_by(|a, b| {
+        b.wants
+            .priority
+            .cmp(&a.wants.priority)
+            .then(a.waiting_since.cmp(&b.waiting_since))
+            .then(a.id.cmp(&b.id))
+    });
+    let mut out = Vec::with_capacity(waiting.len());
+    for job in waiting {
+        let placement = place(job, workers, &mut load, &mut held, now_s);
+        out.push((job.id.clone(), placement));
+    }
+    out
+}
+
+fn place<'a>(
+    job: &'a Job,
+    workers: &'a [Slot],
+    load: &mut HashMap<&'a WorkerId, u32>,
+    held: &mut HashMap<&'a str, &'a JobId>,
+    now_s: i64,
+) -> Placement {
+    let Some(seal) = job.approval.as_ref().and_then(|a| a.seal.as_ref()) else {
+        return Placement::Fail {
+            error: "refused: the job's approval was not made by policy (it carries no seal)".into(),
+        };
+    };
+    if let Some(grant) = seal.peek()
+        && grant.not_after < now_s
+    {
+        return Placement::Fail {
+            error: "the approval expired before a worker could take the job".into(),
+        };
+    }
+    if let Some(lock) = job.wants.lock.as_deref()
+        && let Some(holder) = held.get(lock)
+    {
+        return Placement::Wait {
+            reason: format!("waiting for lock {lock} (held by job {holder})"),
+        };
+    }
+    let best = workers
+        .iter()
+        .filter(|w| w.online && w.serves(job))
+        .map(|w| (load.get(&w.id).copied().unwrap_or(0), w))
+        .filter(|(n, w)| *n < w.max_jobs)
+        .min_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| a.id.cmp(&b.id)));
+    match best {
+        Some((_, w)) => {
+            *load.entry(&w.id).or_default() += 1;
+            if let Some(lock) = job.wants.lock.as_deref() {
+                held.insert(lock, &job.id);
+            }
+            Placement::Dispatch {
+                worker: w.id.clone(),
+                attempt: job.attempt.max(1),
+            }
+        }
+        None => Placement::Wait {
+            reason: why_waiting(job, workers),
+        },
+    }
+}
+
+fn why_waiting(job: &Job, workers: &[Slot]) -> String {
+    let matching: Vec<&Slot> = workers.iter().filter(|w| w.serves(job)).collect();
+    if matching.is_empty() {
+        match (&job.wants.worker, job.wants.labels.is_empty()) {
+            (Some(w), _) => format!("waiting for worker {w}"),
+            (None, false) => format!(
+                "waiting for a worker with labels {}",
+                job.wants.labels.join(",")
+            ),
+            (None, true) => "waiting for a worker".into(),
+        }
+    } else if matching.iter().all(|w| !w.online) {
+        "every matching worker is offline".into()
+    } else {
+        "every matching worker is busy".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventKind};
+    use crate::job::JobRequest;
+    use crate::spec::Grant;
+
+    fn w(id: &str) -> WorkerId {
+        WorkerId::parse(id).unwrap()
+    }
+
+    fn slot(id: &str, labels: &[&str], max_jobs: u32) -> Slot {
+        Slot {
+            id: w(id),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            max_jobs,
+            online: true,
+        }
+    }
+
+    /// An approved job (sealed by a throwaway key) approved at stream position `at`.
+    fn approved(id: &str, request: &str, at: u64) -> Job {
+        let id = JobId::parse(id).unwrap();
+        let key = nkeys::KeyPair::new_user();
+        let seal = Grant {
+            job_id: id.clone(),
+            plan_hash: "h".into(),
+            max_attempt: 3,
+            timeout_s: 60,
+            worker: None,
+            labels: vec![],
+            env: vec![],
+            by: "policy".into(),
+            issued_at: 0,
+            not_after: i64::MAX,
+        }
+        .seal(&key)
+        .unwrap();
+        let mut job = Job::new(id.clone());
+        let kinds = [
+            EventKind::Received {
+                request: JobRequest::from_slice(request.as_bytes()).unwrap(),
+            },
+            crate::lifecycle::job::tests::planned(),
+            EventKind::Approved {
+                by: "policy".into(),
+                reasons: vec![],
+                seal: Some(seal),
+            },
+        ];
+        for (i, k) in kinds.into_iter().enumerate() {
+            job.apply(at + i as u64, &Event::now(id.clone(), k));
+        }
+        job.waiting_since = at;
+        job
+    }
+
+    fn on(mut job: Job, worker: &str) -> Job {
+        let e = Event::now(
+            job.id.clone(),
+            EventKind::Dispatched {
+                worker: w(worker),
+                attempt: 1,
+            },
+        );
+        job.apply(0, &e);
+        job
+    }
+
+    fn dispatched_to(placements: &[(JobId, Placement)]) -> Vec<(String, String)> {
+        placements
+            .iter()
+            .filter_map(|(j, p)| match p {
+                Placement::Dispatch { worker, .. } => Some((j.to_string(), worker.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn higher_priority_first_and_first_come_first_served_within_one() {
+        let jobs = [
+            approved("low", r#"{"goal":"g","priority":"low"}"#, 1),
+            approved("normal-2", r#"{"goal":"g"}"#, 20),
+            approved("normal-1", r#"{"goal":"g"}"#, 10),
+            approved("high", r#"{"goal":"g","priority":"high"}"#, 30),
+        ];
+        let got = route(&jobs, &[slot("a", &[], 2)], 0);
+        assert_eq!(
+            got.iter().map(|(j, _)| j.as_str()).collect::<Vec<_>>(),
+            ["high", "normal-1", "normal-2", "low"]
+        );
+        assert_eq!(
+            dispatched_to(&got),
+            [("high".into(), "a".into()), ("normal-1".into(), "a".into())]
+        );
+        assert!(matches!(&got[3].1, Placement::Wait { reason } if reason.contains("busy")));
+    }
+
+    #[test]
+    fn the_least_busy_matching_worker_gets_the_job_and_a_blocked_job_blocks_nobody() {
+        let jobs = [
+            on(approved("running", r#"{"goal":"g"}"#, 1), "a"),
+            approved("gpu", r#"{"goal":"g","labels":["gpu"]}"#, 5),
+            approved("any", r#"{"goal":"g"}"#, 6),
+            approved("pinned", r#"{"goal":"g","worker":"nowhere"}"#, 7),
+        ];
+        let workers = [slot("a", &[], 4), slot("b", &[], 4)];
+        let got = route(&jobs, &workers, 0);
+        assert_eq!(dispatched_to(&got), [("any".into(), "b".into())]);
+        let reasons: Vec<String> = got
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Placement::Wait { reason } => Some(reason.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "waiting for a worker with labels gpu".to_string(),
+                "waiting for worker nowhere".to_string()
+            ]
+        );
+        let offline = [Slot {
+            online: false,
+            ..slot("gpu-box", &["gpu"], 1)
+        }];
+        let got = route(&jobs[1..2], &offline, 0);
+        assert_eq!(
+            got[0].1,
+            Placement::Wait {
+                reason: "every matching worker is offline".into()
+            }
+        );
+    }
+
+    #[test]
+    fn jobs_with_one_lock_never_run_together() {
+        let jobs = [
+            on(approved("holder", r#"{"goal":"g","lock":"repo"}"#, 1), "a"),
+            approved("next", r#"{"goal":"g","lock":"repo"}"#, 5),
+            approved("free", r#"{"goal":"g","lock":"other"}"#, 6),
+            approved("also-other", r#"{"goal":"g","lock":"other"}"#, 7),
+        ];
+        let got = route(&jobs, &[slot("a", &[], 8), slot("b", &[], 8)], 0);
+        assert_eq!(dispatched_to(&got).len(), 1);
+        assert_eq!(dispatched_to(&got)[0].0, "free");
+        assert!(
+            matches!(&got[0].1, Placement::Wait { reason } if reason.contains("lock repo (held by job holder)")),
+            "{got:?}"
+        );
+        assert!(
+            matches!(&got[2].1, Placement::Wait { reason } if reason.contains("held by job free"))
+        );
+        // The holder ends: the next one goes.
+        let got = route(&jobs[1..2], &[slot("a", &[], 8)], 0);
+        assert_eq!(dispatched_to(&got), [("next".into(), "a".into())]);
+    }
+
+    #[test]
+    fn an_unsealed_or_expired_approval_never_reaches_a_worker() {
+        let mut forged = approved("forged", r#"{"goal":"g"}"#, 1);
+        if let Some(a) = forged.approval.as_mut() {
+            a.seal = None;
+        }
+        let got = route([&forged], &[slot("a", &[], 1)], 0);
+        assert!(
+            matches!(&got[0].1, Placement::Fail { error } if error.contains("not made by policy"))
+        );
+        let mut old = approved("old", r#"{"goal":"g"}"#, 1);
+        if let Some(s) = old.approval.as_mut().and_then(|a| a.seal.as_mut()) {
+            s.grant = s
+                .grant
+                .replace(&format!("\"not_after\":{}", i64::MAX), "\"not_after\":5");
+        }
+        let got = route([&old], &[slot("a", &[], 1)], 10);
+        assert!(matches!(&got[0].1, Placement::Fail { error } if error.contains("expired")));
+    }
+}

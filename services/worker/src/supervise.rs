@@ -1,0 +1,304 @@
+//! The step supervisor: a small process between the worker and each step, so that a step's
+//! processes never outlive their worker.
+//!
+//! The worker starts every step as `<worker binary> __supervise <until> <grace_ms> --
+//! <program> <args>...` in a process group of its own, with a pipe on the supervisor's
+//! stdin; `until` is the end of the worker's lease, in milliseconds of [`boottime_ms`] (one
+//! clock for every process of the machine). The supervisor makes itself the reaper of the step's orphans
+//! (`PR_SET_CHILD_SUBREAPER`), starts the step in its group, and ends the whole group when
+//! - the pipe closes: the worker is gone (killed, crashed, exited);
+//! - the worker sends `S` on it: stop, as asked (a cancel, a time limit, a fenced attempt);
+//! - its lease runs out: the worker extends it (`L<until>` lines on the pipe) each time one
+//!   of its heartbeats reaches the server; a frozen worker (SIGSTOP, a sleeping laptop) or
+//!   one cut off from NATS does not, so the step ends before anyone can declare the worker
+//!   lost and run the job elsewhere. The clock counts the machine's sleep too.
+//!
+//! Ending the group is SIGTERM to every process in it, `grace_ms` to exit, then SIGKILL to
+//! what is left, and to every orphan that moved to a group of its own. When the step exits
+//! by itself, whatever it left behind goes the same way, and the supervisor exits as the
+//! step did (the same code, or the same signal), so the worker sees the step's own status.
+
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// The hidden first argument that makes a worker binary a supervisor.
+pub const SUBCOMMAND: &str = "__supervise";
+
+/// The command line that supervises `program args` (after the supervisor program itself),
+/// with the lease ending at `until` ([`boottime_ms`]).
+pub fn args(until: i64, grace: Duration, program: &str, rest: &[String]) -> Vec<String> {
+    let mut v = vec![
+        SUBCOMMAND.to_owned(),
+        until.to_string(),
+        grace.as_millis().to_string(),
+        "--".to_owned(),
+        program.to_owned(),
+    ];
+    v.extend(rest.iter().cloned());
+    v
+}
+
+/// Runs as a supervisor when the command line asks for it; every binary that can host a
+/// worker calls this first thing in `main`.
+pub fn main_if_asked() -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some(SUBCOMMAND) {
+        return None;
+    }
+    Some(match parse(&args[2..]) {
+        Some((until, grace, program, rest)) => supervise(until, grace, &program, &rest),
+        None => {
+            eprintln!("usage: {SUBCOMMAND} <until_ms> <grace_ms> -- <program> [args...]");
+            ExitCode::from(64)
+        }
+    })
+}
+
+fn parse(args: &[String]) -> Option<(i64, Duration, String, Vec<String>)> {
+    let [until, grace, dashes, program, rest @ ..] = args else {
+        return None;
+    };
+    if dashes != "--" {
+        return None;
+    }
+    Some((
+        until.parse().ok()?,
+        Duration::from_millis(grace.parse().ok()?),
+        program.clone(),
+        rest.to_vec(),
+    ))
+}
+
+/// Milliseconds on a clock that keeps counting while the machine sleeps.
+pub fn boottime_ms() -> i64 {
+    #[cfg(target_os = "linux")]
+    let clock = nix::time::ClockId::CLOCK_BOOTTIME;
+    #[cfg(not(target_os = "linux"))]
+    let clock = nix::time::ClockId::CLOCK_MONOTONIC;
+    nix::time::clock_gettime(clock)
+        .map(|t| t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000)
+        .unwrap_or(0)
+}
+
+enum Event {
+    Lease(i64),
+    Stop,
+    WorkerGone,
+    Exited(std::io::Result<std::process::ExitStatus>),
+}
+
+fn supervise(until: i64, grace: Duration, program: &str, rest: &[String]) -> ExitCode {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        eprintln!("skynet supervisor: cannot reap the step's orphans: {e}");
+    }
+    let me = nix::unistd::getpid();
+    let mut child = match Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cannot start {program}: {e}");
+            return ExitCode::from(127);
+        }
+    };
+    let (tx, rx) = mpsc::channel::<Event>();
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let stdin = std::io::stdin().lock();
+            for line in stdin.lines() {
+                let Ok(line) = line else { break };
+                let event = match line.trim() {
+                    "S" => Event::Stop,
+                    l => match l.strip_prefix('L').and_then(|n| n.parse().ok()) {
+                        Some(until) => Event::Lease(until),
+                        None => continue,
+                    },
+                };
+                if tx.send(event).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Event::WorkerGone);
+        });
+    }
+    let (wait_tx, wait_rx) = mpsc::channel::<std::io::Result<std::process::ExitStatus>>();
+    std::thread::spawn(move || {
+        // Waiting for this one child only; the other reaping happens while ending the group.
+        let _ = wait_tx.send(child.wait());
+    });
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            if let Ok(status) = wait_rx.recv() {
+                let _ = tx.send(Event::Exited(status));
+            }
+        });
+    }
+    drop(tx);
+
+    let mut until = until;
+    let end = loop {
+        // Checked often, so a machine waking from sleep ends an expired step at once.
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Lease(u)) => until = until.max(u),
+            Ok(Event::Stop) => break None,
+            Ok(Event::WorkerGone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                eprintln!("skynet: the worker is gone; stopping the step");
+                break None;
+            }
+            Ok(Event::Exited(status)) => break Some(status),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if boottime_ms() > until {
+            eprintln!("skynet: the worker lost touch with the server; stopping the step");
+            break None;
+        }
+    };
+    match end {
+        Some(status) => {
+            // The step is over: whatever it left behind goes.
+            end_group(me, Duration::ZERO);
+            exit_like(status)
+        }
+        None => {
+            end_group(me, grace);
+            // The step's own status, if it is known by now.
+            let status = rx.try_iter().find_map(|e| match e {
+                Event::Exited(s) => Some(s),
+                _ => None,
+            });
+            match status {
+                Some(s) => exit_like(s),
+                None => ExitCode::from(137),
+            }
+        }
+    }
+}
+
+/// Mirrors the step's status: its exit code, or death by its signal.
+fn exit_like(status: std::io::Result<std::process::ExitStatus>) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
+            (None, Some(sig)) => {
+                if let Ok(sig) = Signal::try_from(sig) {
+                    let _ = nix::sys::signal::raise(sig);
+                }
+                ExitCode::from((128 + sig).clamp(0, 255) as u8)
+            }
+            _ => ExitCode::FAILURE,
+        },
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The processes of our group (but us), and our children that left it.
+fn members(me: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            if pid == me.as_raw() {
+                return None;
+            }
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // pid (comm) state ppid pgrp ...; comm may contain spaces, so split after ')'.
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+            let state = fields.next()?;
+            let ppid: i32 = fields.next()?.parse().ok()?;
+            let pgrp: i32 = fields.next()?.parse().ok()?;
+            if state == "Z" || state == "X" {
+                // A zombie child of ours is reaped below; others are not ours to wait for.
+                return None;
+            }
+            (pgrp == me.as_raw() || ppid == me.as_raw()).then(|| Pid::from_raw(pid))
+        })
+        .collect()
+}
+
+/// Reaps every exited child of ours, without blocking.
+fn reap() {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// SIGTERM to everything of the step, `grace` to exit, then SIGKILL until nothing is left.
+fn end_group(me: Pid, grace: Duration) {
+    let left = members(me);
+    if left.is_empty() {
+        reap();
+        return;
+    }
+    if !grace.is_zero() {
+        for p in &left {
+            let _ = kill(*p, Signal::SIGTERM);
+        }
+        let until = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < until {
+            reap();
+            if members(me).is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for _ in 0..500 {
+        let left = members(me);
+        if left.is_empty() {
+            break;
+        }
+        for p in left {
+            let _ = kill(p, Signal::SIGKILL);
+        }
+        reap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    reap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_parses_back() {
+        let a = args(
+            123_456,
+            Duration::from_millis(500),
+            "sh",
+            &["-c".into(), "echo -- x".into()],
+        );
+        assert_eq!(a[0], SUBCOMMAND);
+        let (until, grace, program, rest) = parse(&a[1..]).unwrap();
+        assert_eq!(until, 123_456);
+        assert_eq!(grace, Duration::from_millis(500));
+        assert_eq!(program, "sh");
+        assert_eq!(rest, vec!["-c".to_string(), "echo -- x".to_string()]);
+        assert!(parse(&["1".into(), "2".into(), "x".into(), "sh".into()]).is_none());
+    }
+
+    #[test]
+    fn boottime_moves_forward() {
+        let a = boottime_ms();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(boottime_ms() > a);
+    }
+}

@@ -139,6 +139,25 @@ impl ServiceProcess {
         let _ = kill(self.pid(), Signal::SIGCONT);
     }
 
+    /// SIGTERM, then waits (at most `within`) for the process to exit; its status, or
+    /// `None` if it did not exit in time.
+    pub async fn terminate(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let _ = kill(self.pid(), Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.id() as i32)
     }

@@ -457,18 +457,31 @@ impl Stack {
 
     /// Reads the job's events from the start until `pred` holds.
     pub async fn wait_event(&self, job: &JobId, mut pred: impl FnMut(&Event) -> bool) -> Event {
-        let stream = self
-            .js
-            .get_stream(skynet_protocol::streams::EVENTS)
-            .await
-            .expect("events stream");
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-                filter_subject: subjects::events(job),
-                ..Default::default()
-            })
-            .await
-            .expect("consumer");
+        // The server may be on its way back from a restart: keep asking.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let consumer = loop {
+            let made = async {
+                self.js
+                    .get_stream(skynet_protocol::streams::EVENTS)
+                    .await?
+                    .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                        filter_subject: subjects::events(job),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(anyhow::Error::from)
+            };
+            match made.await {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "cannot read the events of {job}: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
         let mut messages = consumer.messages().await.expect("messages");
         let mut history = Vec::new();
         let found = tokio::time::timeout(WAIT, async {

@@ -5,6 +5,7 @@
 mod approval;
 mod archive;
 mod execution;
+mod faults;
 mod intake;
 mod kit_smoke;
 mod pipeline;

@@ -29,7 +29,9 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (js, log) = skynet_runtime::setup::open(&client).await?;
+    let Some((js, log)) = skynet_runtime::setup::open(&client, &shutdown).await? else {
+        return Ok(());
+    };
     let archive = ArchiveStore::open(&js).await?;
     let artifacts = js.get_object_store(streams::ARTIFACTS_BUCKET).await?;
     let stream = js.get_stream_no_info(streams::EVENTS).await?;

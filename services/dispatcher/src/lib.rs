@@ -66,7 +66,9 @@ pub(crate) struct Owner {
 
 /// Runs the dispatcher until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (js, log) = skynet_runtime::setup::open(&client).await?;
+    let Some((js, log)) = skynet_runtime::setup::open(&client, &shutdown).await? else {
+        return Ok(());
+    };
     let tasks = Shutdown::new(shutdown.clone());
     let fx = Effects::open(&client, &js, log.clone()).await?;
 

@@ -21,6 +21,6 @@ fn main() -> ExitCode {
         timing: args.timing.timing(),
     };
     skynet_runtime::service::main_service("skynet-dispatcher", &args.common, |client, token| {
-        skynet_dispatcher::run(config, client, token)
+        skynet_dispatcher::run(config.clone(), client, token)
     })
 }

@@ -51,7 +51,9 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (js, log) = skynet_runtime::setup::open(&client).await?;
+    let Some((js, log)) = skynet_runtime::setup::open(&client, &shutdown).await? else {
+        return Ok(());
+    };
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;

@@ -23,6 +23,6 @@ fn main() -> ExitCode {
         missed_heartbeats: args.missed_heartbeats,
     };
     skynet_runtime::service::main_service("skynet-ledger", &args.common, |client, token| {
-        skynet_ledger::run(config, client, token)
+        skynet_ledger::run(config.clone(), client, token)
     })
 }

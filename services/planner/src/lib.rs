@@ -143,7 +143,9 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (js, log) = skynet_runtime::setup::open(&client).await?;
+    let Some((js, log)) = skynet_runtime::setup::open(&client, &shutdown).await? else {
+        return Ok(());
+    };
     let mut stream = js.get_stream(streams::SUBMIT).await?;
     let stream_created = stream
         .info()

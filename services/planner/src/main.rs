@@ -33,6 +33,6 @@ fn main() -> ExitCode {
     };
     config.concurrency = args.concurrency;
     skynet_runtime::service::main_service("skynet-planner", &args.common, |client, token| {
-        skynet_planner::run(config, client, token)
+        skynet_planner::run(config.clone(), client, token)
     })
 }

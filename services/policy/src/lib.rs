@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub use rules::{Judgement, Policy, PolicyError, Verdict};
 
 /// Settings of the policy service.
+#[derive(Clone)]
 pub struct Config {
     pub policy: Arc<Policy>,
     /// The key that seals approvals; workers trust its public key.
@@ -92,7 +93,9 @@ pub async fn run(
     client: Client,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let (js, log) = skynet_runtime::setup::open(&client).await?;
+    let Some((js, log)) = skynet_runtime::setup::open(&client, &shutdown).await? else {
+        return Ok(());
+    };
     let tasks = Shutdown::new(shutdown.clone());
     tracing::info!(signer = %config.signing_key.public_key(), "policy sealing key");
     let sealer = Sealer {

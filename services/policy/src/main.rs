@@ -50,7 +50,7 @@ fn main() -> ExitCode {
         }
     };
     skynet_runtime::service::main_service("skynet-policy", &args.common, |client, token| {
-        skynet_policy::run(config, client, token)
+        skynet_policy::run(config.clone(), client, token)
     })
 }
 

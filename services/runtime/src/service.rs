@@ -11,10 +11,12 @@ use crate::args::{CommonArgs, ConfigError};
 /// Runs `run(client, shutdown)` as the service `name`: sets up tracing, connects (waiting
 /// for NATS if needed), cancels the token on SIGINT/SIGTERM, drains the connection at the end
 /// and maps the outcome to an exit status (0 after a clean stop, 64 for a configuration
-/// error, 1 otherwise).
+/// error). A service that fails for any other reason (NATS went away while it started, a
+/// stream it follows ended) is started again after a pause: a service never stays down
+/// because its surroundings had trouble.
 pub fn main_service<F, Fut>(name: &str, common: &CommonArgs, run: F) -> ExitCode
 where
-    F: FnOnce(Client, CancellationToken) -> Fut,
+    F: Fn(Client, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
     crate::telemetry::init(common.log_json);
@@ -36,7 +38,27 @@ where
             c = crate::connect::connect(&common.nats, name) => c?,
             _ = token.cancelled() => return Ok(()),
         };
-        let outcome = run(client.clone(), token).await;
+        let mut pause = std::time::Duration::from_millis(250);
+        let outcome = loop {
+            let outcome = run(client.clone(), token.clone()).await;
+            match &outcome {
+                Err(e) if e.downcast_ref::<ConfigError>().is_none() => {
+                    if token.is_cancelled() {
+                        // Asked to stop while starting, or with NATS gone: what was cut
+                        // short is expected.
+                        tracing::warn!(error = %e, "stopped before finishing what it was doing");
+                        break Ok(());
+                    }
+                    tracing::error!(error = %e, "the service failed; starting it again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = token.cancelled() => break Ok(()),
+                    }
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                _ => break outcome,
+            }
+        };
         // Bounded: with the server gone, a drain would wait for ever.
         match tokio::time::timeout(std::time::Duration::from_secs(3), client.drain()).await {
             Ok(Err(e)) => tracing::debug!(error = %e, "draining the connection"),

@@ -55,12 +55,36 @@ pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyh
 }
 
 /// What every control-plane service starts with: its JetStream context and the event log,
-/// once the streams, buckets and stores exist (created if missing, never changed).
-pub async fn open(client: &async_nats::Client) -> anyhow::Result<(Context, crate::EventLog)> {
+/// once the streams, buckets and stores exist (created if missing, never changed). While
+/// NATS does not answer it keeps trying; `None` when `shutdown` came first.
+pub async fn open(
+    client: &async_nats::Client,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<(Context, crate::EventLog)>> {
     let js = jetstream::new(client.clone());
-    ensure_all(&js, &retention_from_env()?, Existing::Keep).await?;
-    let log = crate::EventLog::open(js.clone()).await?;
-    Ok((js, log))
+    let retention = retention_from_env()?;
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            ensure_all(&js, &retention, Existing::Keep).await?;
+            crate::EventLog::open(js.clone()).await
+        };
+        let result = tokio::select! {
+            r = attempt => r,
+            _ = shutdown.cancelled() => return Ok(None),
+        };
+        match result {
+            Ok(log) => return Ok(Some((js, log))),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set up the streams yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(None),
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// Creates `config`'s stream, or (with [`Existing::Update`]) brings an existing one to it.

@@ -104,7 +104,9 @@ enum CondUpdate {
 
 /// Runs the sentinel until `shutdown` is cancelled.
 pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (js, log) = skynet_runtime::setup::open(&client).await?;
+    let Some((js, log)) = skynet_runtime::setup::open(&client, &shutdown).await? else {
+        return Ok(());
+    };
     let registry_kv = js.get_key_value(streams::WORKERS_BUCKET).await?;
     let conditions_kv = js.get_key_value(streams::SENTINEL_BUCKET).await?;
     let (mut follower, open) = Follower::start(&log, &js, "sentinel").await?;

@@ -21,6 +21,6 @@ fn main() -> ExitCode {
         timing: args.timing.timing(),
     };
     skynet_runtime::service::main_service("skynet-sentinel", &args.common, |client, token| {
-        skynet_sentinel::run(config, client, token)
+        skynet_sentinel::run(config.clone(), client, token)
     })
 }

@@ -56,6 +56,6 @@ fn main() -> ExitCode {
         }
     };
     skynet_runtime::service::main_service("skynet-telegram", &args.common, |client, shutdown| {
-        skynet_telegram_ingress::run(config, client, shutdown)
+        skynet_telegram_ingress::run(config.clone(), client, shutdown)
     })
 }

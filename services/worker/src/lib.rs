@@ -482,6 +482,14 @@ impl Worker {
         stop: &StopSignal,
     ) -> Option<JobState> {
         let (job, attempt) = (&spec.job_id, spec.attempt);
+        if !self.lease.valid() {
+            // Woken from a freeze, or cut off: the owner may have moved on. Ask again once a
+            // heartbeat has landed.
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return None;
+        }
         match still_current(&self.work, msg).await {
             Some(true) => {}
             Some(false) => {

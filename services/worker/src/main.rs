@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         }
     };
     skynet_runtime::service::main_service("skynet-worker", &args.common, |client, token| {
-        skynet_worker::run(config, client, token)
+        skynet_worker::run(config.clone(), client, token)
     })
 }
 

@@ -91,10 +91,19 @@ enum Event {
     Exited(std::io::Result<std::process::ExitStatus>),
 }
 
+/// A line on stderr, if anyone still reads it: the worker that did may be gone, and a
+/// failed write must never stop the supervisor from ending the step.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn supervise(until: i64, grace: Duration, program: &str, rest: &[String]) -> ExitCode {
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
-        eprintln!("skynet supervisor: cannot reap the step's orphans: {e}");
+        say(&format!(
+            "skynet supervisor: cannot reap the step's orphans: {e}"
+        ));
     }
     let me = nix::unistd::getpid();
     let mut child = match Command::new(program)
@@ -104,7 +113,7 @@ fn supervise(until: i64, grace: Duration, program: &str, rest: &[String]) -> Exi
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("cannot start {program}: {e}");
+            say(&format!("cannot start {program}: {e}"));
             return ExitCode::from(127);
         }
     };
@@ -152,14 +161,14 @@ fn supervise(until: i64, grace: Duration, program: &str, rest: &[String]) -> Exi
             Ok(Event::Lease(u)) => until = until.max(u),
             Ok(Event::Stop) => break None,
             Ok(Event::WorkerGone) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                eprintln!("skynet: the worker is gone; stopping the step");
+                say("skynet: the worker is gone; stopping the step");
                 break None;
             }
             Ok(Event::Exited(status)) => break Some(status),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
         if boottime_ms() > until {
-            eprintln!("skynet: the worker lost touch with the server; stopping the step");
+            say("skynet: the worker lost touch with the server; stopping the step");
             break None;
         }
     };

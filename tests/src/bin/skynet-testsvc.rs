@@ -35,7 +35,7 @@ fn main() -> ExitCode {
                 missed_heartbeats: 3,
             };
             skynet_runtime::service::main_service("skynet-ledger", &common, |client, token| {
-                skynet_ledger::run(config, client, token)
+                skynet_ledger::run(config.clone(), client, token)
             })
         }
         "worker" => {
@@ -78,7 +78,56 @@ fn main() -> ExitCode {
                 artifact_max_bytes: 64 << 20,
             };
             skynet_runtime::service::main_service("skynet-worker", &common, |client, token| {
-                skynet_worker::run(config, client, token)
+                skynet_worker::run(config.clone(), client, token)
+            })
+        }
+        "dispatcher" => {
+            let config = skynet_dispatcher::Config { timing: timing() };
+            skynet_runtime::service::main_service("skynet-dispatcher", &common, |client, token| {
+                skynet_dispatcher::run(config.clone(), client, token)
+            })
+        }
+        "sentinel" => {
+            let config = skynet_sentinel::Config { timing: timing() };
+            skynet_runtime::service::main_service("skynet-sentinel", &common, |client, token| {
+                skynet_sentinel::run(config.clone(), client, token)
+            })
+        }
+        "policy" => {
+            // The sealing key: a seed file named by SKYNET_TESTSVC_SIGNING_SEED.
+            let key = std::env::var_os("SKYNET_TESTSVC_SIGNING_SEED")
+                .ok_or_else(|| anyhow::anyhow!("SKYNET_TESTSVC_SIGNING_SEED is not set"))
+                .and_then(|p| {
+                    Ok(
+                        skynet_runtime::args::read_seed(std::path::Path::new(&p), "seed")?
+                            .key_pair()?,
+                    )
+                });
+            let key = match key {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("skynet-testsvc: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            let policy = match std::env::var("SKYNET_TESTSVC_POLICY") {
+                Ok(text) => skynet_policy::Policy::from_toml(&text),
+                Err(_) => skynet_policy::Policy::builtin(),
+            };
+            let policy = match policy {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("skynet-testsvc: policy: {e}");
+                    return ExitCode::from(64);
+                }
+            };
+            let config = skynet_policy::Config {
+                policy: std::sync::Arc::new(policy),
+                signing_key: std::sync::Arc::new(key),
+                grant_ttl: Duration::from_secs(24 * 3600),
+            };
+            skynet_runtime::service::main_service("skynet-policy", &common, |client, token| {
+                skynet_policy::run(config.clone(), client, token)
             })
         }
         other => {
@@ -86,4 +135,15 @@ fn main() -> ExitCode {
             ExitCode::from(64)
         }
     }
+}
+
+/// The timing rules from the environment (`SKYNET_HEARTBEAT`, `SKYNET_STOP_CONFIRM`, ...).
+fn timing() -> skynet_protocol::lifecycle::Timing {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        timing: skynet_runtime::TimingArgs,
+    }
+    T::parse_from(["skynet-testsvc"]).timing.timing()
 }

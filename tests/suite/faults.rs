@@ -262,3 +262,138 @@ async fn a_restarted_service_resumes_from_its_snapshot() {
     let next = stack.submit_shell("echo next").await;
     stack.wait_state(&next, JobState::Succeeded).await;
 }
+
+/// Puts a snapshot in place for `service` that knows no open job at the stream's current
+/// end: the view of a copy that lags behind the log (as after a NATS restart, or a copy that
+/// missed what another copy wrote).
+async fn lagging_snapshot(stack: &Stack, service: &str) {
+    let mut stream = stack
+        .js
+        .get_stream(skynet_protocol::streams::EVENTS)
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    let snapshot = serde_json::json!({
+        "version": 1,
+        "stream": info.created.unix_timestamp_nanos().to_string(),
+        "open": {"position": info.state.last_sequence, "jobs": {}},
+    });
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, snapshot.to_string().as_bytes()).unwrap();
+    let bytes = gz.finish().unwrap();
+    let store = stack
+        .js
+        .get_object_store(skynet_protocol::streams::SNAPSHOTS_BUCKET)
+        .await
+        .unwrap();
+    store
+        .put(format!("{service}.json.gz").as_str(), &mut bytes.as_slice())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_owner_whose_view_lags_still_records_every_report_and_line() {
+    let mut stack = Stack::start_with(Options::permissive()).await;
+    let w = stack.add_worker(stack.worker_config("w1")).await;
+    let gate = w.home().join("gate");
+    let script = format!(
+        "echo start; while [ ! -e {} ]; do sleep 0.05; done; for i in $(seq 1 200); do echo line $i; done",
+        gate.display()
+    );
+    let job = stack
+        .submit(serde_json::json!({"steps": [{"action": "shell", "cmd": script}]}))
+        .await;
+    stack.wait_state(&job, JobState::Running).await;
+    // A second job says nothing after the gate: only its end is reported.
+    let mut cfg = stack.worker_config("w2");
+    cfg.home = w.home().to_path_buf();
+    cfg.roots = vec![w.home().to_path_buf()];
+    let _w2 = stack.add_worker(cfg).await;
+    let quiet = stack
+        .submit(
+            serde_json::json!({"worker": "w2", "steps": [{"action": "shell", "cmd": format!(
+                "while [ ! -e {} ]; do sleep 0.05; done", gate.display()
+            )}]}),
+        )
+        .await;
+    stack.wait_state(&quiet, JobState::Running).await;
+    // The owner that knew the jobs goes; the one that comes has a view without them.
+    stack.stop_service("dispatcher").await;
+    lagging_snapshot(&stack, "dispatcher").await;
+    stack.start_service("dispatcher").await;
+    std::fs::write(&gate, "").unwrap();
+    let done = stack.wait_terminal(&job).await;
+    assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
+    let out = stack.output(&job).await;
+    for i in 1..=200 {
+        assert!(out.contains(&format!("line {i}\n")), "line {i} is missing");
+    }
+    assert_eq!(
+        stack.wait_terminal(&quiet).await.state(),
+        JobState::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn a_spec_taken_back_while_in_a_workers_hands_is_no_longer_current() {
+    use futures::StreamExt;
+    let stack = Stack::start_with(Options {
+        services: vec![],
+        ..Options::permissive()
+    })
+    .await;
+    let me = skynet_protocol::WorkerId::parse("w1").unwrap();
+    let job = JobId::generate();
+    let work = stack
+        .js
+        .get_stream_no_info(skynet_protocol::streams::WORK)
+        .await
+        .unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = work
+        .get_or_create_consumer(
+            &skynet_protocol::streams::work_consumer_name(&me),
+            skynet_protocol::streams::work_consumer(&me),
+        )
+        .await
+        .unwrap();
+    let subject = skynet_protocol::subjects::work(&me, &job);
+    let fetch = || async {
+        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+        batch.next().await.unwrap().unwrap()
+    };
+    stack
+        .js
+        .publish(subject.clone(), "attempt 1".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let first = fetch().await;
+    assert_eq!(
+        skynet_worker::still_current(&work, &first).await,
+        Some(true)
+    );
+    // The owner takes it back (before moving the job on) and hands out the next attempt.
+    work.purge().filter(&subject).await.unwrap();
+    assert_eq!(
+        skynet_worker::still_current(&work, &first).await,
+        Some(false)
+    );
+    stack
+        .js
+        .publish(subject.clone(), "attempt 2".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(
+        skynet_worker::still_current(&work, &first).await,
+        Some(false)
+    );
+    let second = fetch().await;
+    assert_eq!(
+        skynet_worker::still_current(&work, &second).await,
+        Some(true)
+    );
+}

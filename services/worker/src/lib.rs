@@ -377,7 +377,7 @@ async fn pull_work(
 /// Whether the spec in hand is still the one waiting on its subject: the owner withdraws a
 /// spec (purges it) before it moves the job on without this attempt, so a spec that is gone
 /// must not start. `None` when it cannot be told now.
-async fn still_current(
+pub async fn still_current(
     work: &jetstream::stream::Stream<()>,
     msg: &jetstream::Message,
 ) -> Option<bool> {

@@ -333,6 +333,8 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
                 format!("$O.{}.>", streams::ARTIFACTS_BUCKET),
             ]);
             p.subscribe.push(subjects::control(id));
+            // Answering the stop requests it receives.
+            p.allow_responses = true;
         }
     }
     p

@@ -112,3 +112,24 @@ pub async fn connect_once(args: &NatsArgs, name: &str) -> anyhow::Result<Client>
         )),
     }
 }
+
+/// How many times `client` has connected so far (the first connection included).
+pub fn connects(client: &Client) -> u64 {
+    client
+        .statistics()
+        .connects
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Resolves once `client` has connected again since it had connected `seen` times: a
+/// restarted server has forgotten the ephemeral consumers of its old life, and whoever
+/// followed a stream through one should make a new one at once instead of waiting for
+/// missed heartbeats.
+pub async fn reconnected(client: &Client, seen: u64) {
+    loop {
+        if connects(client) != seen {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

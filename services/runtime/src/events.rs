@@ -196,9 +196,62 @@ impl EventLog {
     }
 
     /// Follows every job's events from stream sequence `from` (1 = the beginning), in order,
-    /// for ever. Survives server restarts: the ordered consumer recreates itself where it left
-    /// off. Unreadable events are logged and skipped.
+    /// for ever. Survives server restarts: when the connection comes back the consumer is
+    /// made again, after the last event delivered. Unreadable events are logged and skipped.
     pub async fn follow(
+        &self,
+        from: u64,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Stored>> + Send + use<>> {
+        let client = self.js.client();
+        let connects = crate::connect::connects(&client);
+        let first = Box::pin(self.ordered(from).await?);
+        struct State {
+            log: EventLog,
+            client: async_nats::Client,
+            inner: Option<std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Stored>> + Send>>>,
+            next: u64,
+            connects: u64,
+        }
+        let state = State {
+            log: self.clone(),
+            client,
+            inner: Some(first),
+            next: from.max(1),
+            connects,
+        };
+        Ok(futures::stream::unfold(state, |mut st| async move {
+            loop {
+                let Some(inner) = st.inner.as_mut() else {
+                    st.connects = crate::connect::connects(&st.client);
+                    match st.log.ordered(st.next).await {
+                        Ok(s) => st.inner = Some(Box::pin(s)),
+                        Err(e) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return Some((Err(e), st));
+                        }
+                    }
+                    continue;
+                };
+                tokio::select! {
+                    item = inner.next() => match item {
+                        Some(Ok(stored)) => {
+                            st.next = stored.seq + 1;
+                            return Some((Ok(stored), st));
+                        }
+                        Some(Err(e)) => return Some((Err(e), st)),
+                        None => st.inner = None,
+                    },
+                    _ = crate::connect::reconnected(&st.client, st.connects) => {
+                        tracing::debug!(from = st.next, "reconnected; following the events anew");
+                        st.inner = None;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// One ordered consumer over every job's events from `from`.
+    async fn ordered(
         &self,
         from: u64,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Stored>> + Send + use<>> {

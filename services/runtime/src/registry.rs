@@ -54,6 +54,8 @@ where
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
         loop {
+            let client = js.client();
+            let connects = crate::connect::connects(&client);
             let result = async {
                 let store = js.get_key_value(bucket).await?;
                 let mut watch = store.watch_with_history(">").await?;
@@ -61,6 +63,8 @@ where
                     let entry = tokio::select! {
                         _ = shutdown.cancelled() => return anyhow::Ok(()),
                         e = watch.next() => e,
+                        // A restarted server forgot the watch: watch anew at once.
+                        _ = crate::connect::reconnected(&client, connects) => return Ok(()),
                     };
                     let Some(entry) = entry else {
                         anyhow::bail!("watch of {bucket} ended");
@@ -75,12 +79,16 @@ where
             if shutdown.is_cancelled() || tx.is_closed() {
                 return;
             }
-            if let Err(e) = result {
-                tracing::warn!(bucket, error = %e, "watching a bucket; retrying");
-            }
+            let pause = match result {
+                Err(e) => {
+                    tracing::warn!(bucket, error = %e, "watching a bucket; retrying");
+                    Duration::from_millis(500)
+                }
+                Ok(()) => Duration::ZERO,
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     });

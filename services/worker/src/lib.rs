@@ -240,7 +240,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     tasks.spawn(control(worker.clone(), client.clone(), shutdown.clone()));
 
     let jobs = TaskTracker::new();
-    let result = pull_work(&worker, &stream, &jobs, &shutdown).await;
+    let result = pull_work(&client, &worker, &stream, &jobs, &shutdown).await;
 
     // Give up what still runs (its jobs are retried elsewhere while retries last), let it
     // report, then flush the outbox for a moment: what is left is sent by the next start.
@@ -291,6 +291,7 @@ async fn wait_for_streams(
 }
 
 async fn pull_work(
+    client: &Client,
     worker: &Arc<Worker>,
     stream: &jetstream::stream::Stream<()>,
     jobs: &TaskTracker,
@@ -339,8 +340,11 @@ async fn pull_work(
                 }
             }
         };
+        let connects = skynet_runtime::connect::connects(&client);
         let fetched = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
+            // A restarted server forgot the pull: pull again at once.
+            _ = skynet_runtime::connect::reconnected(&client, connects) => Ok(None),
             f = async {
                 // A waiting pull: `fetch` would return at once on an empty queue, and the
                 // loop would spin.

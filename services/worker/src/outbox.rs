@@ -189,8 +189,12 @@ impl Sender {
                         let _ = self.acks.send(Item::Sent(id)).await;
                     }
                     tracing::debug!(error = %e, "report not stored yet; retrying");
+                    let client = self.js.client();
+                    let connects = skynet_runtime::connect::connects(&client);
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
+                        // Back at once when the connection is.
+                        _ = skynet_runtime::connect::reconnected(&client, connects) => {}
                         _ = stop.cancelled(), if deadline.is_none() => {
                             deadline = Some(tokio::time::Instant::now() + flush);
                         }

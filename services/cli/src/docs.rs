@@ -5,8 +5,26 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
+/// The command tree without its hidden subcommands (`clap_complete` would offer them).
+fn visible() -> clap::Command {
+    let full = crate::command();
+    let mut cmd = clap::Command::new("skynet")
+        .version(skynet_protocol::VERSION)
+        .propagate_version(true);
+    if let Some(about) = full.get_about() {
+        cmd = cmd.about(about.clone());
+    }
+    for arg in full.get_arguments() {
+        cmd = cmd.arg(arg.clone());
+    }
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
+}
+
 pub fn completions(shell: clap_complete::Shell) -> ExitCode {
-    let mut cmd = crate::command();
+    let mut cmd = visible();
     let mut out = std::io::stdout().lock();
     clap_complete::generate(shell, &mut cmd, "skynet", &mut out);
     let _ = out.flush();

@@ -80,6 +80,9 @@ fn main() -> ExitCode {
         // clap's whole message: the suggestion, the valid values, the usage, the `--` tip.
         Err(e) => {
             let _ = e.print();
+            if let Some(tip) = submit_tip(&e, std::env::args().skip(1).collect()) {
+                eprintln!("{tip}");
+            }
             return exit::code(if e.use_stderr() {
                 exit::USAGE
             } else {
@@ -99,6 +102,31 @@ fn main() -> ExitCode {
         Command::Doctor => doctor::main(cli.nats),
         Command::Remote(command) => remote::main(cli.nats, command),
     }
+}
+
+/// `skynet submit cargo test`: the words of a command given without `--` before them.
+fn submit_tip(e: &clap::Error, args: Vec<String>) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(word)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    if word.starts_with('-') {
+        return None;
+    }
+    let at = args.iter().position(|a| a == "submit")?;
+    let rest = &args[at + 1..];
+    let from = rest.iter().position(|a| a == word)?;
+    Some(format!(
+        "tip: a command goes after --: skynet submit {}-- {}",
+        rest[..from]
+            .iter()
+            .map(|a| format!("{a} "))
+            .collect::<String>(),
+        rest[from..].join(" ")
+    ))
 }
 
 /// The command tree, for completions and the manual.

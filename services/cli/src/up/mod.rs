@@ -395,8 +395,31 @@ async fn start_services(
             skynet_worker::run(config, c, t)
         });
     }
+    wait_for_api(&admin).await;
     eprintln!("{}", banner(plan, creds, &worker_line, telegram_line));
     Ok(admin)
+}
+
+/// Waits (at most 15 s) until the ledger, dispatcher and policy answer their endpoints, so
+/// "SKYNET is up" means a command typed now is served. Each probe is a malformed request
+/// the service refuses without acting.
+async fn wait_for_api(admin: &async_nats::Client) {
+    use skynet_protocol::subjects::api;
+    use skynet_runtime::api::{CallError, call_raw};
+    let probe = bytes::Bytes::from_static(br#"{"job_id":"!"}"#);
+    let start = std::time::Instant::now();
+    for endpoint in [api::JOBS_LIST, api::JOBS_CANCEL, api::JOBS_APPROVE] {
+        loop {
+            match call_raw(admin, endpoint, probe.clone(), Duration::from_secs(2)).await {
+                Ok(_) | Err(CallError::Api(_)) => break,
+                Err(e) if start.elapsed() > Duration::from_secs(15) => {
+                    tracing::warn!(endpoint, error = %e, "not answering yet");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
 }
 
 fn banner(plan: &Plan, creds: Option<&CredsDir>, worker: &str, telegram: &str) -> String {

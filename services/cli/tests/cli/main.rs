@@ -3,9 +3,5 @@
 //! runtime directory, and a pseudo-terminal where the behaviour depends on one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod docs;
-mod errors;
-mod first_hour;
+mod cli;
 mod kit;
-mod submit;
-mod up;

@@ -48,7 +48,8 @@ pub struct StackFile {
 }
 
 pub fn main(nats: NatsArgs, args: UpArgs) -> ExitCode {
-    skynet_runtime::telemetry::init(args.log_json);
+    // async-nats's own lines repeat what the connection events and our errors say.
+    skynet_runtime::telemetry::init_with("info,async_nats=off", args.log_json);
     match prepare(nats, args) {
         Ok((plan, start, locks)) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -278,15 +279,6 @@ async fn start_services(
     if let Some(nats) = local {
         nats.wait_ready(&plan.host, plan.port, NATS_START).await?;
     }
-    let signing_key = Arc::new(match creds {
-        Some(c) => {
-            skynet_runtime::args::read_seed(&c.seed_path("policy"), "--creds-dir")?.key_pair()?
-        }
-        None => skynet_runtime::keys::load_or_create(
-            &plan.creds_dir.join("policy-signing.seed"),
-            "--creds-dir",
-        )?,
-    });
     let admin_args = identity(plan, creds, "admin");
     // One quick attempt first: a server that refuses us should say so, not retry forever.
     let admin = crate::connect::connect(&admin_args, "skynet-up")
@@ -300,6 +292,16 @@ async fn start_services(
             Some(_) => e,
         })?
         .client;
+    // Only now, with a server that accepts us: no key is left behind by a failed start.
+    let signing_key = Arc::new(match creds {
+        Some(c) => {
+            skynet_runtime::args::read_seed(&c.seed_path("policy"), "--creds-dir")?.key_pair()?
+        }
+        None => skynet_runtime::keys::load_or_create(
+            &plan.creds_dir.join("policy-signing.seed"),
+            "--creds-dir",
+        )?,
+    });
     let js = async_nats::jetstream::new(admin.clone());
     tokio::time::timeout(
         Duration::from_secs(30),

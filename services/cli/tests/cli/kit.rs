@@ -37,12 +37,26 @@ pub fn nats_server() -> PathBuf {
     tools
 }
 
-/// A free loopback port (free when asked; nats-server takes it right after).
+/// A free loopback port, from below the kernel's ephemeral range (32768 and up), so that
+/// neither another test's `bind(0)` nor an outgoing connection takes it before
+/// `skynet up` starts its server there (nextest runs each test in a process of its own).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64
+        ^ ((std::process::id() as u64) << 16);
+    let mut x = seed | 1;
+    loop {
+        // xorshift: spread the tries over the range.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// True while `pid` is a live process (not a zombie).

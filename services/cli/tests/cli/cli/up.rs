@@ -185,3 +185,52 @@ fn the_keys_live_outside_every_worker_root_and_creds_finds_them() {
     assert_eq!(r.code(), 64, "{}", r.all());
     assert!(r.stderr().contains("inside the worker root"), "{}", r.all());
 }
+
+#[test]
+fn a_foreign_server_that_refuses_us_is_said_to_be_one_and_leaves_nothing_behind() {
+    let env = Env::new();
+    let mut foreign = Command::new(crate::kit::nats_server())
+        .args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &env.port.to_string(),
+            "--user",
+            "someone",
+            "--pass",
+            "else",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(WAIT, "the foreign server to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", env.port)).is_ok()
+    });
+    let r = env.run(&["up"]);
+    let _ = foreign.kill();
+    let _ = foreign.wait();
+    assert_eq!(r.code(), 1, "{}", r.all());
+    assert!(
+        r.stderr()
+            .contains("A NATS server skynet up did not start answers"),
+        "{}",
+        r.all()
+    );
+    assert!(r.stderr().contains("--nats-url"), "{}", r.all());
+    assert!(
+        r.took < Duration::from_secs(12),
+        "at once, not a minute: {:?}",
+        r.took
+    );
+    assert!(
+        !env.creds().join("policy-signing.seed").exists(),
+        "no stray key"
+    );
+    assert_eq!(
+        r.stderr().matches("authorization violation").count(),
+        1,
+        "{}",
+        r.all()
+    );
+}

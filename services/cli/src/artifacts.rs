@@ -1,4 +1,5 @@
-//! `skynet artifacts`: downloading a job's files from the `skynet-artifacts` object store.
+//! `skynet artifacts`: listing a job's files in the `skynet-artifacts` object store, and
+//! downloading them into a directory the caller names.
 
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
@@ -17,10 +18,11 @@ fn target(dir: &Path, rel: &str) -> Option<PathBuf> {
     }
 }
 
+/// Lists the job's artifacts, or downloads them into `out`.
 pub async fn fetch(
     client: &async_nats::Client,
     job: &JobId,
-    dir: &Path,
+    out: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let js = jetstream::new(client.clone());
     let store = js.get_object_store(streams::ARTIFACTS_BUCKET).await?;
@@ -34,10 +36,17 @@ pub async fn fetch(
         }
     }
     if names.is_empty() {
-        eprintln!("job {} kept no artifacts", job.short());
+        eprintln!("job {job} kept no artifacts");
         return Ok(ExitCode::SUCCESS);
     }
     names.sort();
+    let Some(dir) = out else {
+        for (name, size) in &names {
+            println!("{}  ({size} bytes)", &name[prefix.len()..]);
+        }
+        eprintln!("download them with: skynet artifacts {job} --out DIR");
+        return Ok(ExitCode::SUCCESS);
+    };
     for (name, size) in names {
         let rel = &name[prefix.len()..];
         let Some(path) = target(dir, rel) else {

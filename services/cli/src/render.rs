@@ -3,9 +3,24 @@
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 
+use skynet_protocol::alert::Alert;
 use skynet_protocol::api::{JobSummary, JobView, WorkerStatus, WorkerSummary};
 use skynet_protocol::spec::short_hash;
 use skynet_protocol::{Event, EventKind, JobState};
+
+/// Whether to colour what goes to stderr: a terminal, and no `NO_COLOR` (no-color.org).
+pub fn color_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// One line for an alert about the job being watched.
+pub fn alert_line(a: &Alert) -> String {
+    if a.kind.is_problem() {
+        format!("▸ alert ({}): {}", a.kind, a.detail)
+    } else {
+        format!("▸ {} ({})", a.detail, a.kind)
+    }
+}
 
 /// A state as a word: `force_cancelled` reads "force cancelled".
 pub fn state_word(s: JobState) -> String {
@@ -127,7 +142,7 @@ pub fn print_chunk(stream: &str, data: &[u8]) {
         }
         "system" => {
             let mut e = std::io::stderr().lock();
-            let tty = std::io::stderr().is_terminal();
+            let tty = color_stderr();
             if tty {
                 let _ = e.write_all(b"\x1b[2m");
             }

@@ -1,4 +1,6 @@
-//! `skynet submit` and watching a job: states as they pass and the live output.
+//! `skynet submit` and watching a job: states as they pass, the live output, and the alerts
+//! the sentinel raises about it. An id that is already a job is said to be one, and Ctrl-C
+//! while watching detaches (the job goes on).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,13 +14,19 @@ use async_nats::jetstream::{
 };
 use clap::Args;
 use futures::{Stream, StreamExt};
+use skynet_protocol::alert::Alert;
+use skynet_protocol::api::{Empty, JobView, WorkerStatus, WorkersReply};
 use skynet_protocol::{Event, EventKind, JobId, JobRequest, Step, WorkerId, streams, subjects};
 use skynet_runtime::ConfigError;
+use skynet_runtime::api::CallError;
 use skynet_runtime::logs::LogMsg;
 
+use crate::connect::{Conn, Failure};
+use crate::exit::{self, Exit};
 use crate::render;
 
 #[derive(Debug, Args)]
+#[command(after_help = exit::TABLE)]
 pub struct SubmitArgs {
     /// What you want done, in words (the planner writes the steps).
     #[arg(long)]
@@ -53,9 +61,14 @@ pub struct SubmitArgs {
     #[arg(long)]
     cwd: Option<String>,
 
-    /// Show the states as they pass and the live output, then exit with the job's exit code.
+    /// Show the states as they pass and the live output, then exit with the job's exit code
+    /// (see below). Ctrl-C stops watching and leaves the job running.
     #[arg(long)]
     wait: bool,
+
+    /// Like --wait, but when --id is already a job, watch that job instead of refusing.
+    #[arg(long)]
+    attach: bool,
 
     /// The command: one argument is a shell command line (`"make && ls | wc -l"`), several
     /// are run as-is without a shell (`-- cargo test --release`).
@@ -63,8 +76,8 @@ pub struct SubmitArgs {
     command: Vec<String>,
 }
 
-/// Builds the request from the flags.
-fn request(args: &SubmitArgs) -> Result<JobRequest, ConfigError> {
+/// Builds the request from the flags; says whether the caller chose its id.
+fn request(args: &SubmitArgs) -> Result<(JobRequest, bool), ConfigError> {
     let mut req = match &args.file {
         Some(path) => {
             let bytes = if path.as_os_str() == "-" {
@@ -146,39 +159,242 @@ fn request(args: &SubmitArgs) -> Result<JobRequest, ConfigError> {
     if let Some(id) = &args.id {
         req.id = Some(JobId::parse(id).map_err(|e| ConfigError::new("--id", e.to_string()))?);
     }
+    if req.goal.is_none() && req.steps.is_none() {
+        return Err(ConfigError::new(
+            "submit",
+            "nothing to run: give a command after -- (skynet submit -- uname -a), --goal \"...\" or --file job.json",
+        ));
+    }
+    let chosen_id = req.id.is_some();
     req.id.get_or_insert_with(JobId::generate);
-    req.requested_by.get_or_insert_with(crate::me);
+    req.requested_by.get_or_insert_with(crate::remote::me);
     req.validate()
         .map_err(|e| ConfigError::new("submit", e.to_string()))?;
-    Ok(req)
+    Ok((req, chosen_id))
 }
 
-pub async fn submit(client: &async_nats::Client, args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let req = request(&args)?;
-    let id = req.id.clone().unwrap_or_else(JobId::generate);
-    let js = jetstream::new(client.clone());
-    // Subscribe before submitting, so nothing is missed.
-    let watch = if args.wait {
-        Some((events(&js, &id).await?, logs(&js, &id).await?))
-    } else {
-        None
-    };
-    js.send_publish(
-        subjects::SUBMIT,
-        PublishMessage::build()
-            .payload(serde_json::to_vec(&req)?.into())
-            .message_id(id.as_str()),
-    )
-    .await?
-    .await
-    .map_err(|e| anyhow::anyhow!("storing the request: {e}"))?;
-    let Some((events, logs)) = watch else {
+/// A submission whose arguments have been checked (before connecting).
+pub struct Submission {
+    req: JobRequest,
+    id: JobId,
+    /// The id was chosen by the caller (flag or file), so it may already be a job.
+    chosen_id: bool,
+    wait: bool,
+    attach: bool,
+}
+
+impl Submission {
+    pub fn new(args: SubmitArgs) -> Result<Self, ConfigError> {
+        let (req, chosen_id) = request(&args)?;
+        let id = req.id.clone().unwrap_or_else(JobId::generate);
+        Ok(Self {
+            req,
+            id,
+            chosen_id,
+            wait: args.wait || args.attach,
+            attach: args.attach,
+        })
+    }
+
+    pub async fn run(self, conn: &Conn) -> anyhow::Result<ExitCode> {
+        let js = jetstream::new(conn.client.clone());
+        let id = &self.id;
+        if self.chosen_id
+            && let Some(existing) = existing(conn, &js, id).await?
+        {
+            return self.existing(conn, &js, &existing).await;
+        }
+        if self.wait {
+            check_placement(conn, &self.req).await;
+        }
+        // Subscribe before submitting, so nothing is missed.
+        let watch = if self.wait {
+            Some(Watch::open(conn, &js, id).await?)
+        } else {
+            None
+        };
+        let ack = js
+            .send_publish(
+                subjects::SUBMIT,
+                PublishMessage::build()
+                    .payload(serde_json::to_vec(&self.req)?.into())
+                    .message_id(id.as_str()),
+            )
+            .await?
+            .await
+            .map_err(|e| anyhow::anyhow!("storing the request: {e}"))?;
+        if ack.duplicate {
+            // The same id was submitted moments ago: it is that job.
+            let existing = Existing {
+                summary: format!("job {id} was submitted moments ago"),
+            };
+            return self.existing(conn, &js, &existing).await;
+        }
+        let Some(watch) = watch else {
+            println!("{id}");
+            return Ok(ExitCode::SUCCESS);
+        };
+        eprintln!("job {id}");
+        match watch.run(&js, id, true, true).await? {
+            Outcome::Ended(end) => Ok(exit_code(&end)),
+            Outcome::Detached => Ok(detached(id)),
+        }
+    }
+
+    /// The id is already a job: say so, and watch it only when asked to.
+    async fn existing(
+        &self,
+        conn: &Conn,
+        js: &jetstream::Context,
+        existing: &Existing,
+    ) -> anyhow::Result<ExitCode> {
+        let id = &self.id;
+        if self.attach {
+            eprintln!(
+                "{}; watching it (nothing new was submitted)",
+                existing.summary
+            );
+            let watch = Watch::open(conn, js, id).await?;
+            return match watch.run(js, id, true, true).await? {
+                Outcome::Ended(end) => Ok(exit_code(&end)),
+                Outcome::Detached => Ok(detached(id)),
+            };
+        }
+        if self.wait {
+            return Err(Exit::new(
+                exit::REJECTED,
+                format!(
+                    "{}; nothing was submitted.\n  Watch that job: skynet submit --attach --id {id} ... (or skynet logs -f {id}); \
+                     run the new request: choose another --id.",
+                    existing.summary
+                ),
+            )
+            .into());
+        }
+        eprintln!(
+            "{}; nothing new was submitted (an id is never a second job)",
+            existing.summary
+        );
         println!("{id}");
-        return Ok(ExitCode::SUCCESS);
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// A job that already has the id.
+struct Existing {
+    summary: String,
+}
+
+/// The job with exactly this id, if there is one: from the ledger, or (while the ledger
+/// cannot answer) from the job's last event.
+async fn existing(
+    conn: &Conn,
+    js: &jetstream::Context,
+    id: &JobId,
+) -> anyhow::Result<Option<Existing>> {
+    match crate::remote::get(conn, id.as_str()).await {
+        Ok(job) if job.job_id == *id => {
+            return Ok(Some(Existing {
+                summary: describe(&job),
+            }));
+        }
+        Ok(_) => return Ok(None),
+        Err(e) if e.code() == Some(404) => return Ok(None),
+        Err(Failure::Call(CallError::NoService(_) | CallError::Timeout(_))) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stream = js.get_stream_no_info(streams::EVENTS).await?;
+    match stream
+        .direct_get_last_for_subject(subjects::events(id))
+        .await
+    {
+        Ok(m) => {
+            let e: Event = serde_json::from_slice(&m.payload)?;
+            Ok(Some(Existing {
+                summary: format!(
+                    "job {id} already exists ({} {})",
+                    render::state_word(e.state()),
+                    render::ago(&e.at)
+                ),
+            }))
+        }
+        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn describe(job: &JobView) -> String {
+    let what = job
+        .request
+        .as_ref()
+        .and_then(|r| r.goal.clone())
+        .or_else(|| job.steps.first().map(Step::describe))
+        .unwrap_or_else(|| "-".into());
+    let code = job
+        .result
+        .as_ref()
+        .and_then(|r| r.exit_code)
+        .map(|c| format!(", exit {c}"))
+        .unwrap_or_default();
+    format!(
+        "job {} already exists: {} {}{code}, {what}",
+        job.job_id,
+        render::state_word(job.state),
+        render::ago(&job.updated_at)
+    )
+}
+
+/// Warns at once when no registered worker can take the job (a typo in `--worker`), rather
+/// than letting `--wait` look like a hang.
+async fn check_placement(conn: &Conn, req: &JobRequest) {
+    if req.worker.is_none() && req.labels.is_empty() {
+        return;
+    }
+    let Ok(reply) = conn
+        .call::<_, WorkersReply>(subjects::api::WORKERS_LIST, &Empty {})
+        .await
+    else {
+        return;
     };
-    eprintln!("job {id}");
-    let end = watch_job(&js, &id, events, logs, true).await?;
-    Ok(exit_code(&end))
+    let known = || {
+        let ids: Vec<&str> = reply.workers.iter().map(|w| w.id.as_str()).collect();
+        if ids.is_empty() {
+            "none has registered".to_owned()
+        } else {
+            format!("workers: {}", ids.join(", "))
+        }
+    };
+    if let Some(want) = &req.worker {
+        match reply.workers.iter().find(|w| w.id == *want) {
+            None => eprintln!(
+                "warning: no worker named {want} has registered ({}); the job waits until one does",
+                known()
+            ),
+            Some(w) if w.status == WorkerStatus::Offline => eprintln!(
+                "warning: worker {want} is offline (last seen {}); the job waits for it",
+                render::ago(&w.last_seen)
+            ),
+            Some(_) => {}
+        }
+    }
+    if !req.labels.is_empty()
+        && !reply
+            .workers
+            .iter()
+            .any(|w| req.labels.iter().all(|l| w.labels.contains(l)))
+    {
+        eprintln!(
+            "warning: no registered worker has the labels {}; the job waits until one does",
+            req.labels.join(",")
+        );
+    }
+}
+
+fn detached(id: &JobId) -> ExitCode {
+    eprintln!(
+        "\ndetached: job {id} continues\n  follow it: skynet logs -f {id}\n  stop it:   skynet cancel {id}"
+    );
+    exit::code(exit::DETACHED)
 }
 
 type EventStream = std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Event>> + Send>>;
@@ -205,80 +421,129 @@ async fn logs(js: &jetstream::Context, job: &JobId) -> anyhow::Result<LogStream>
     Ok(Box::pin(skynet_runtime::logs::follow(js, job).await?))
 }
 
-/// Prints states (when `show_states`) and output until the job ends; returns the end.
-async fn watch_job(
-    js: &jetstream::Context,
-    job: &JobId,
-    mut events: EventStream,
-    mut logs: LogStream,
-    show_states: bool,
-) -> anyhow::Result<Event> {
-    let mut last_log = 0u64;
-    let end = loop {
-        tokio::select! {
-            e = events.next() => match e {
-                Some(Ok(e)) => {
-                    // The end is shown after the last of the output.
-                    if e.state().is_terminal() {
-                        break e;
+/// How watching ended.
+pub enum Outcome {
+    Ended(Box<Event>),
+    /// Ctrl-C: the job goes on.
+    Detached,
+}
+
+/// What is followed while a job runs: its events, its output and the alerts about it.
+pub struct Watch {
+    events: EventStream,
+    logs: LogStream,
+    alerts: Option<async_nats::Subscriber>,
+}
+
+impl Watch {
+    pub async fn open(conn: &Conn, js: &jetstream::Context, job: &JobId) -> anyhow::Result<Self> {
+        Ok(Self {
+            events: events(js, job).await?,
+            logs: logs(js, job).await?,
+            // Live only: an alert raised before we looked is in the job's history anyway.
+            alerts: conn.client.subscribe(subjects::ALERTS).await.ok(),
+        })
+    }
+
+    /// Prints states (when `show_states`), output and alerts until the job ends, or until
+    /// Ctrl-C when `detach` (otherwise Ctrl-C ends the process as usual).
+    pub async fn run(
+        mut self,
+        js: &jetstream::Context,
+        job: &JobId,
+        show_states: bool,
+        detach: bool,
+    ) -> anyhow::Result<Outcome> {
+        let interrupted = async {
+            if detach {
+                let _ = tokio::signal::ctrl_c().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(interrupted);
+        let mut last_log = 0u64;
+        let end = loop {
+            tokio::select! {
+                _ = &mut interrupted => return Ok(Outcome::Detached),
+                e = self.events.next() => match e {
+                    Some(Ok(e)) => {
+                        // The end is shown after the last of the output.
+                        if e.state().is_terminal() {
+                            break e;
+                        }
+                        if show_states {
+                            eprintln!("{}", render::event_line(&e));
+                        }
                     }
-                    if show_states {
-                        eprintln!("{}", render::event_line(&e));
+                    Some(Err(e)) => return Err(e),
+                    None => anyhow::bail!("event stream ended"),
+                },
+                l = self.logs.next() => match l {
+                    Some(Ok(m)) => {
+                        last_log = m.seq;
+                        render::print_chunk(&m.stream, &m.data);
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => anyhow::bail!("log stream ended"),
+                },
+                Some(m) = next_alert(&mut self.alerts) => {
+                    if let Ok(alert) = serde_json::from_slice::<Alert>(&m.payload)
+                        && alert.job_id.as_ref() == Some(job)
+                    {
+                        eprintln!("{}", render::alert_line(&alert));
                     }
                 }
-                Some(Err(e)) => return Err(e),
-                None => anyhow::bail!("event stream ended"),
-            },
-            l = logs.next() => match l {
-                Some(Ok(m)) => {
+            }
+        };
+        // Output is relayed before the end is recorded: read up to the last chunk stored.
+        let stream = js.get_stream_no_info(streams::LOGS).await?;
+        let stored_last = match stream
+            .direct_get_last_for_subject(subjects::logs(job))
+            .await
+        {
+            Ok(m) => m.sequence,
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        while last_log < stored_last {
+            match tokio::time::timeout(Duration::from_secs(5), self.logs.next()).await {
+                Ok(Some(Ok(m))) => {
                     last_log = m.seq;
                     render::print_chunk(&m.stream, &m.data);
                 }
-                Some(Err(e)) => return Err(e),
-                None => anyhow::bail!("log stream ended"),
-            },
-        }
-    };
-    // Output is relayed before the end is recorded: read up to the last chunk stored.
-    let stream = js.get_stream_no_info(streams::LOGS).await?;
-    let stored_last = match stream
-        .direct_get_last_for_subject(subjects::logs(job))
-        .await
-    {
-        Ok(m) => m.sequence,
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => 0,
-        Err(e) => return Err(e.into()),
-    };
-    while last_log < stored_last {
-        match tokio::time::timeout(Duration::from_secs(5), logs.next()).await {
-            Ok(Some(Ok(m))) => {
-                last_log = m.seq;
-                render::print_chunk(&m.stream, &m.data);
+                _ => break,
             }
-            _ => break,
         }
+        if show_states {
+            eprintln!("{}", render::event_line(&end));
+        }
+        Ok(Outcome::Ended(Box::new(end)))
     }
-    if show_states {
-        eprintln!("{}", render::event_line(&end));
-    }
-    Ok(end)
 }
 
-/// The exit status `--wait` ends with.
+async fn next_alert(sub: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match sub {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The exit status `--wait` ends with (the table is `exit::TABLE`).
 pub fn exit_code(end: &Event) -> ExitCode {
     let code = match &end.kind {
-        EventKind::Succeeded(_) => 0,
+        EventKind::Succeeded(_) => exit::OK,
         EventKind::Failed(f) => f
             .steps
             .iter()
             .find_map(|s| s.exit_code.filter(|c| *c != 0))
             .map(|c| c.clamp(1, 255) as u8)
-            .unwrap_or(1),
-        EventKind::TimedOut(_) => 124,
-        EventKind::Cancelled(_) | EventKind::ForceCancelled(_) => 130,
-        EventKind::Denied { .. } => 77,
-        EventKind::Rejected { .. } => 65,
-        _ => 1,
+            .unwrap_or(exit::FAILURE),
+        EventKind::TimedOut(_) => exit::TIMED_OUT,
+        EventKind::Cancelled(_) | EventKind::ForceCancelled(_) => exit::CANCELLED,
+        EventKind::Denied { .. } => exit::DENIED,
+        EventKind::Rejected { .. } => exit::REJECTED,
+        _ => exit::FAILURE,
     };
     ExitCode::from(code)
 }
@@ -302,11 +567,11 @@ pub async fn wait_terminal(client: &async_nats::Client, job: &JobId) -> anyhow::
 }
 
 /// `skynet logs -f`: the output from the start, live until the job ends.
-pub async fn follow_logs(client: &async_nats::Client, job: &JobId) -> anyhow::Result<ExitCode> {
-    let js = jetstream::new(client.clone());
-    let events = events(&js, job).await?;
-    let logs = logs(&js, job).await?;
-    let end = watch_job(&js, job, events, logs, false).await?;
-    eprintln!("{}", render::event_line(&end));
+pub async fn follow_logs(conn: &Conn, job: &JobId) -> anyhow::Result<ExitCode> {
+    let js = jetstream::new(conn.client.clone());
+    let watch = Watch::open(conn, &js, job).await?;
+    if let Outcome::Ended(end) = watch.run(&js, job, false, false).await? {
+        eprintln!("{}", render::event_line(&end));
+    }
     Ok(ExitCode::SUCCESS)
 }

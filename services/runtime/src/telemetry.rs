@@ -1,6 +1,14 @@
 //! Tracing set-up: one filter from `RUST_LOG` (default `info`), text or JSON lines on stderr.
+//! Text is coloured only on a terminal, and never with `NO_COLOR` set (no-color.org).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+/// Whether log lines on stderr may carry ANSI colours.
+pub fn ansi() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored),
 /// so tests and `skynet up` can run several services in one process.
@@ -18,7 +26,12 @@ pub fn init_with(default: &str, json: bool) {
             .try_init()
     } else {
         registry
-            .with(fmt::layer().with_writer(std::io::stderr).with_target(false))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_target(false)
+                    .with_ansi(ansi()),
+            )
             .try_init()
     };
     drop(result);

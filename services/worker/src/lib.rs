@@ -340,11 +340,11 @@ async fn pull_work(
                 }
             }
         };
-        let connects = skynet_runtime::connect::connects(&client);
+        let connects = skynet_runtime::connect::connects(client);
         let fetched = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             // A restarted server forgot the pull: pull again at once.
-            _ = skynet_runtime::connect::reconnected(&client, connects) => Ok(None),
+            _ = skynet_runtime::connect::reconnected(client, connects) => Ok(None),
             f = async {
                 // A waiting pull: `fetch` would return at once on an empty queue, and the
                 // loop would spin.

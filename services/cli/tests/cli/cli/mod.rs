@@ -1,0 +1,8 @@
+//! One module per behaviour area; under `cli::` so `scripts/test -E 'test(/cli/)'` picks
+//! them all.
+
+mod docs;
+mod errors;
+mod first_hour;
+mod submit;
+mod up;

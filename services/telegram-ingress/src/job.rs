@@ -4,7 +4,8 @@
 use std::collections::VecDeque;
 
 use skynet_protocol::event::{Finished, Risk};
-use skynet_protocol::{Event, EventKind, JobId, JobState, Step, WorkerId};
+use skynet_protocol::lifecycle::{Applied, Job};
+use skynet_protocol::{Event, JobId, JobState, Step, WorkerId};
 
 /// What policy said about the plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,9 +42,12 @@ pub struct End {
     pub at_ms: Option<i64>,
 }
 
-/// A job's events folded into what a status message shows.
+/// A job as a status message shows it: the one fold every service uses
+/// ([`skynet_protocol::lifecycle::Job`]), and what the chat reads off it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobStatus {
+    /// The fold itself.
+    pub job: Job,
     pub id: JobId,
     /// Stream sequence of the last event applied (0 when events came without one).
     pub seq: u64,
@@ -68,40 +72,13 @@ pub struct JobStatus {
 }
 
 impl JobStatus {
-    pub fn new(id: JobId) -> Self {
-        Self {
-            id,
-            seq: 0,
-            state: None,
-            goal: None,
-            requested_by: None,
-            origin: None,
-            steps: Vec::new(),
-            summary: None,
-            plan_hash: None,
-            verdict: None,
-            decision: None,
-            queued_reason: None,
-            worker: None,
-            attempt: 0,
-            dispatched: false,
-            running_since_ms: None,
-            cancel_requested_by: None,
-            end: None,
-        }
-    }
-
     /// Folds events in order (`seq` 0 means "no position known": always applied).
     pub fn from_events<'a>(id: JobId, events: impl IntoIterator<Item = (u64, &'a Event)>) -> Self {
-        let mut s = Self::new(id);
-        for (seq, e) in events {
-            s.apply(seq, e);
-        }
-        s
+        Self::project(Job::fold(id, events))
     }
 
     pub fn is_terminal(&self) -> bool {
-        self.state.is_some_and(JobState::is_terminal)
+        self.job.is_terminal()
     }
 
     /// True once the job was handed to a worker at least once (so it may have output).
@@ -109,129 +86,84 @@ impl JobStatus {
         self.dispatched
     }
 
-    /// Applies one event; an event at or before the last applied position is ignored, so
-    /// redelivered events change nothing.
+    /// Applies one event; an event at or before the last applied position, or one that may
+    /// not follow, changes nothing.
     pub fn apply(&mut self, seq: u64, event: &Event) {
-        if seq != 0 && seq <= self.seq {
-            return;
+        if let Applied::Moved(_) = self.job.apply(seq, event) {
+            *self = Self::project(std::mem::replace(&mut self.job, Job::new(self.id.clone())));
+        } else {
+            self.seq = self.job.seq;
         }
-        if self.is_terminal() {
-            return;
-        }
-        if seq != 0 {
-            self.seq = seq;
-        }
-        let at_ms = skynet_protocol::time::parse(&event.at).map(skynet_protocol::time::unix_ms);
-        self.state = Some(event.state());
-        match &event.kind {
-            EventKind::Received { request } => {
-                self.goal = request.goal.clone();
-                self.requested_by = request.requested_by.clone();
-                self.origin = request.origin.clone();
-                if let Some(steps) = &request.steps
-                    && self.steps.is_empty()
-                {
-                    self.steps = steps.clone();
+    }
+
+    /// What the chat reads off the fold.
+    fn project(job: Job) -> Self {
+        let asked = job.question.is_some();
+        let verdict = match (&job.question, &job.approval, &job.end) {
+            (Some(q), _, _) => Some(Verdict::NeedsApproval {
+                risk: q.risk,
+                reasons: q.reasons.clone(),
+                expires_at: q.expires_at.clone(),
+            }),
+            (None, Some(a), _) => Some(Verdict::Allowed {
+                reasons: a.reasons.clone(),
+            }),
+            (None, None, Some(e)) if e.state == JobState::Denied => Some(Verdict::Denied {
+                reason: e.reason.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        let decision = if !asked {
+            None
+        } else if let Some(a) = &job.approval {
+            Some(Decision {
+                approved: true,
+                by: a.by.clone(),
+                reason: None,
+            })
+        } else {
+            job.end
+                .as_ref()
+                .filter(|e| e.state == JobState::Denied)
+                .map(|e| Decision {
+                    approved: false,
+                    by: e.by.clone().unwrap_or_default(),
+                    reason: e.reason.clone(),
+                })
+        };
+        let end = job.end.as_ref().map(|e| End {
+            state: e.state,
+            finished: (!matches!(e.state, JobState::Denied | JobState::Rejected)).then(|| {
+                Finished {
+                    steps: e.steps.clone(),
+                    error: e.error.clone(),
+                    worker: job.worker.clone(),
+                    attempt: (job.attempt > 0).then_some(job.attempt),
                 }
-            }
-            EventKind::Planned {
-                steps,
-                summary,
-                plan_hash,
-                ..
-            } => {
-                self.steps = steps.clone();
-                self.summary = Some(summary.clone());
-                self.plan_hash = Some(plan_hash.clone());
-            }
-            EventKind::AwaitingApproval {
-                risk,
-                reasons,
-                plan_hash,
-                expires_at,
-            } => {
-                self.plan_hash = Some(plan_hash.clone());
-                self.verdict = Some(Verdict::NeedsApproval {
-                    risk: *risk,
-                    reasons: reasons.clone(),
-                    expires_at: expires_at.clone(),
-                });
-            }
-            EventKind::Approved { by, reasons, .. } => {
-                if matches!(self.verdict, Some(Verdict::NeedsApproval { .. })) {
-                    self.decision = Some(Decision {
-                        approved: true,
-                        by: by.clone(),
-                        reason: None,
-                    });
-                } else {
-                    self.verdict = Some(Verdict::Allowed {
-                        reasons: reasons.clone(),
-                    });
-                }
-            }
-            EventKind::Queued { attempt, reason } => {
-                self.attempt = *attempt;
-                self.queued_reason = reason.clone();
-                self.worker = None;
-                self.running_since_ms = None;
-            }
-            EventKind::Dispatched { worker, attempt } => {
-                self.dispatched = true;
-                self.worker = Some(worker.clone());
-                self.attempt = *attempt;
-                self.queued_reason = None;
-            }
-            EventKind::Running { worker, attempt } => {
-                self.dispatched = true;
-                self.worker = Some(worker.clone());
-                self.attempt = *attempt;
-                self.queued_reason = None;
-                self.running_since_ms = at_ms;
-            }
-            EventKind::CancelRequested { by, .. } => {
-                self.cancel_requested_by = Some(by.clone());
-            }
-            EventKind::Denied { reason, by, .. } => {
-                if matches!(self.verdict, Some(Verdict::NeedsApproval { .. })) {
-                    self.decision = Some(Decision {
-                        approved: false,
-                        by: by.clone(),
-                        reason: Some(reason.clone()),
-                    });
-                } else {
-                    self.verdict = Some(Verdict::Denied {
-                        reason: reason.clone(),
-                    });
-                }
-                self.end = Some(End {
-                    state: JobState::Denied,
-                    finished: None,
-                    reason: Some(reason.clone()),
-                    at_ms,
-                });
-            }
-            EventKind::Rejected { reason, .. } => {
-                self.end = Some(End {
-                    state: JobState::Rejected,
-                    finished: None,
-                    reason: Some(reason.clone()),
-                    at_ms,
-                });
-            }
-            other => {
-                if let Some(f) = other.as_finished() {
-                    if let Some(w) = &f.worker {
-                        self.worker = Some(w.clone());
-                    }
-                    self.end = Some(End {
-                        state: other.state(),
-                        finished: Some(f.clone()),
-                        reason: None,
-                        at_ms,
-                    });
-                }
-            }
+            }),
+            reason: e.reason.clone(),
+            at_ms: e.at_ms,
+        });
+        Self {
+            id: job.id.clone(),
+            seq: job.seq,
+            state: job.state,
+            goal: job.wants.goal.clone(),
+            requested_by: job.wants.requested_by.clone(),
+            origin: job.wants.origin.clone(),
+            steps: job.steps.as_deref().cloned().unwrap_or_default(),
+            summary: job.plan.as_ref().map(|p| p.summary.clone()),
+            plan_hash: job.plan.as_ref().map(|p| p.hash.clone()),
+            verdict,
+            decision,
+            queued_reason: job.queued_reason.clone(),
+            worker: job.worker.clone(),
+            attempt: job.attempt,
+            dispatched: job.reached_worker,
+            running_since_ms: job.running_ms,
+            cancel_requested_by: job.cancel.as_ref().map(|c| c.by.clone()),
+            end,
+            job,
         }
     }
 
@@ -379,6 +311,7 @@ impl Tail {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skynet_protocol::EventKind;
     use skynet_protocol::event::StepResult;
 
     fn ev(kind: EventKind) -> Event {
@@ -417,6 +350,10 @@ mod tests {
                 reasons: vec![],
                 seal: None,
             }),
+            ev(EventKind::Dispatched {
+                worker: w.clone(),
+                attempt: 1,
+            }),
             ev(EventKind::Running {
                 worker: w.clone(),
                 attempt: 1,
@@ -447,18 +384,22 @@ mod tests {
         assert_eq!(s.worker, Some(w));
         assert!(s.running_since_ms.is_some());
         assert_eq!(s.end.as_ref().unwrap().state, JobState::Succeeded);
-        assert_eq!(s.seq, 6);
+        assert_eq!(s.seq, 7);
 
         // Replays and late events change nothing.
         let mut again = s.clone();
         again.apply(3, &events[2]);
         again.apply(
-            7,
+            8,
             &ev(EventKind::Queued {
                 attempt: 2,
                 reason: None,
             }),
         );
+        // (A refused event still takes its position: writers expect it.)
+        assert_eq!(again.seq, 8);
+        again.seq = s.seq;
+        again.job.seq = s.job.seq;
         assert_eq!(again, s);
     }
 
@@ -469,7 +410,24 @@ mod tests {
             by: "policy".into(),
             steps: vec![],
         });
-        let s = JobStatus::from_events(JobId::parse("j").unwrap(), [(1, &denied)]);
+        let received = ev(EventKind::Received {
+            request: skynet_protocol::JobRequest {
+                goal: Some("g".into()),
+                ..Default::default()
+            },
+        });
+        let planned = ev(EventKind::Planned {
+            steps: vec![],
+            summary: "s".into(),
+            planner: "rules".into(),
+            plan_hash: "ab".repeat(32),
+            model: None,
+            usage: None,
+        });
+        let s = JobStatus::from_events(
+            JobId::parse("j").unwrap(),
+            [(1, &received), (2, &planned), (3, &denied)],
+        );
         assert!(matches!(s.verdict, Some(Verdict::Denied { .. })));
         assert!(s.decision.is_none());
         assert!(s.is_terminal());

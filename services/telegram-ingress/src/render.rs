@@ -591,6 +591,16 @@ mod tests {
         let events = [
             Event {
                 job_id: id.clone(),
+                kind: EventKind::Received {
+                    request: skynet_protocol::JobRequest {
+                        goal: Some(cmd.into()),
+                        ..Default::default()
+                    },
+                },
+                at: "2026-11-25T20:00:00.000Z".into(),
+            },
+            Event {
+                job_id: id.clone(),
                 kind: EventKind::Planned {
                     steps: vec![step],
                     summary: format!("Run one step: {cmd}."),
@@ -669,6 +679,31 @@ mod tests {
     #[test]
     fn the_final_message_names_state_codes_duration_and_last_lines() {
         let mut s = job_with("make");
+        let w = WorkerId::parse("w1").unwrap();
+        for kind in [
+            EventKind::Approved {
+                by: "telegram:1".into(),
+                reasons: vec![],
+                seal: None,
+            },
+            EventKind::Dispatched {
+                worker: w.clone(),
+                attempt: 1,
+            },
+            EventKind::Running {
+                worker: w.clone(),
+                attempt: 1,
+            },
+        ] {
+            s.apply(
+                0,
+                &Event {
+                    job_id: s.id.clone(),
+                    kind,
+                    at: "2026-11-25T20:00:00.500Z".into(),
+                },
+            );
+        }
         s.apply(
             0,
             &Event {

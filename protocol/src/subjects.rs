@@ -3,7 +3,7 @@
 //!
 //! Public (the contract): `skynet.jobs.submit`, `skynet.api.*`, `skynet.events.<job>`,
 //! `skynet.logs.<job>`, `skynet.alerts`, `skynet.rejected`.
-//! Internal: `skynet.work.<worker>.<job>` (signed specs for one worker),
+//! Internal: `skynet.work.<worker>.<job>` (execution specs for one worker),
 //! `skynet.out.<worker>.<job>.{event,log}` (what a worker reports, attributable to it because
 //! the server only lets a worker publish under its own id), `skynet.control.<worker>`
 //! (cancel requests to a worker) and the `skynet-workers` KV bucket (the worker registry).
@@ -78,7 +78,7 @@ pub fn logs(job: &JobId) -> String {
     format!("{LOGS_PREFIX}{job}")
 }
 
-/// Where policy puts the signed spec of `job` for `worker`.
+/// Where the dispatcher puts the execution spec of `job` for `worker`.
 pub fn work(worker: &WorkerId, job: &JobId) -> String {
     format!("{WORK_PREFIX}{worker}.{job}")
 }

@@ -203,6 +203,115 @@ async fn one_wait(stack: &Stack, id: &JobId) {
     }
 }
 
+/// Fills the event stream with `n` finished jobs (six events each), as fast as the server
+/// takes them.
+async fn fill_history(js: &jetstream::Context, n: usize) {
+    use skynet_protocol::EventKind;
+    use skynet_protocol::event::Finished;
+    let w = skynet_protocol::WorkerId::parse("old").unwrap();
+    let request =
+        skynet_protocol::JobRequest::from_slice(br#"{"steps":[{"action":"shell","cmd":"true"}]}"#)
+            .unwrap();
+    let mut pending = std::collections::VecDeque::new();
+    for i in 0..n {
+        let id = JobId::parse(&format!("old-{i}")).unwrap();
+        let kinds = [
+            EventKind::Received {
+                request: request.clone(),
+            },
+            EventKind::Planned {
+                steps: vec![],
+                summary: "s".into(),
+                planner: "passthrough".into(),
+                plan_hash: "h".into(),
+                model: None,
+                usage: None,
+            },
+            EventKind::Approved {
+                by: "policy".into(),
+                reasons: vec![],
+                seal: None,
+            },
+            EventKind::Dispatched {
+                worker: w.clone(),
+                attempt: 1,
+            },
+            EventKind::Running {
+                worker: w.clone(),
+                attempt: 1,
+            },
+            EventKind::Succeeded(Finished::default()),
+        ];
+        for kind in kinds {
+            let e = Event::now(id.clone(), kind);
+            pending.push_back(
+                js.publish(subjects::events(&id), e.to_json().into())
+                    .await
+                    .unwrap(),
+            );
+            if pending.len() >= 4096 {
+                pending.pop_front().unwrap().await.unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+}
+
+/// Starts every control-plane service and returns how long until a new job has run and the
+/// ledger shows it.
+async fn until_ready(stack: &mut Stack) -> Duration {
+    let t = Instant::now();
+    for s in [
+        "ledger",
+        "planner",
+        "policy",
+        "dispatcher",
+        "sentinel",
+        "archiver",
+    ] {
+        stack.start_service(s).await;
+    }
+    let id = stack.submit_shell("true").await;
+    stack.wait_state(&id, JobState::Succeeded).await;
+    stack.ledger_state(&id, JobState::Succeeded).await;
+    t.elapsed()
+}
+
+/// Start-up against a long history: the first start reads it all (and leaves snapshots),
+/// a restart resumes from the snapshots and the ledger's position.
+async fn startup(history: usize) {
+    let mut stack = Stack::start_with(Options {
+        policy: Some(PERMISSIVE_POLICY.into()),
+        services: vec![],
+        ..Default::default()
+    })
+    .await;
+    let t = Instant::now();
+    fill_history(&stack.js, history).await;
+    println!(
+        "history: {history} finished jobs ({} events) written in {:.2?}",
+        history * 6,
+        t.elapsed()
+    );
+    let _w = stack.add_worker(stack.worker_config("bench")).await;
+    let first = until_ready(&mut stack).await;
+    println!("first start over that history (reads it all once): ready in {first:.2?}");
+    for s in [
+        "ledger",
+        "planner",
+        "policy",
+        "dispatcher",
+        "sentinel",
+        "archiver",
+    ] {
+        stack.stop_service(s).await;
+    }
+    let again = until_ready(&mut stack).await;
+    println!("restart (snapshots and positions): every service ready in {again:.2?}");
+}
+
 #[tokio::main]
 async fn main() {
     let jobs: usize = std::env::var("SKYNET_BENCH_JOBS")
@@ -257,4 +366,12 @@ async fn main() {
         "{burst_jobs} jobs at once on one worker (16 slots): {took:.2?}, {:.0} jobs/s",
         burst_jobs as f64 / took.as_secs_f64()
     );
+    drop(stack);
+    let history: usize = std::env::var("SKYNET_BENCH_HISTORY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    if history > 0 {
+        startup(history).await;
+    }
 }

@@ -490,7 +490,7 @@ impl Worker {
             // Woken from a freeze, or cut off: the owner may have moved on. Ask again once a
             // heartbeat has landed.
             let _ = msg
-                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(250))))
                 .await;
             return None;
         }
@@ -696,9 +696,15 @@ async fn heartbeat(worker: Arc<Worker>, js: jetstream::Context, shutdown: Cancel
     let mut check = tokio::time::interval(Duration::from_millis(200));
     let mut store = None;
     let mut lapsed = false;
+    let client = js.client();
+    let mut connects = skynet_runtime::connect::connects(&client);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            // Back from an outage: say so at once, so the lease holds and work flows again.
+            _ = skynet_runtime::connect::reconnected(&client, connects) => {
+                connects = skynet_runtime::connect::connects(&client);
+            }
             _ = check.tick() => {
                 let valid = worker.lease.valid();
                 if !valid && !lapsed && worker.lease.until.load(Ordering::SeqCst) > 0 {

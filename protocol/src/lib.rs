@@ -11,6 +11,7 @@ pub mod event;
 pub mod ids;
 pub mod job;
 pub mod permissions;
+pub mod shell;
 pub mod spec;
 pub mod streams;
 pub mod subjects;

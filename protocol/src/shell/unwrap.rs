@@ -401,11 +401,34 @@ fn basename(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
 }
 
-/// The script text of literal words joined as a shell would see them (`eval a b`).
+/// The script a word hands to another shell (`sh -c WORD`), when the text shows it: a
+/// literal, or one that only uses `$HOME` (a path, not code). Any other expansion could
+/// carry code of its own, so the script is only known when it runs.
+fn script_text(w: &Word) -> Option<String> {
+    if let Some(l) = w.literal() {
+        return Some(l);
+    }
+    if w.has_glob() {
+        return None;
+    }
+    let mut s = String::new();
+    for a in &w.atoms {
+        match a {
+            Atom::Char { c, .. } => s.push(*c),
+            Atom::Param {
+                name, plain: true, ..
+            } if name == "HOME" => s.push_str("\"$HOME\""),
+            _ => return None,
+        }
+    }
+    Some(s)
+}
+
+/// The script text of words joined as a shell would see them (`eval a b`).
 fn joined(words: &[Word]) -> Option<String> {
     words
         .iter()
-        .map(Word::literal)
+        .map(script_text)
         .collect::<Option<Vec<_>>>()
         .map(|v| v.join(" "))
 }
@@ -494,7 +517,7 @@ pub(crate) fn unwrap(words: &[Word]) -> Unwrapped {
             },
             "su" | "runuser" => match options(args, &SU) {
                 Ok((f, _)) => match value(&f, &["-c", "--command"]) {
-                    Some(w) => match w.literal() {
+                    Some(w) => match script_text(w) {
                         Some(text) => Step::Script(text),
                         None => Step::Dynamic(format!(
                             "`{name} -c` of a script only known when it runs"
@@ -595,7 +618,7 @@ fn finish(u: &mut Unwrapped, rest: &[Word], name: &str, prog: &str) {
     if name == "trap" {
         let ops: Vec<&Word> = u.args.iter().filter(|a| !a.may_be_option()).collect();
         if ops.len() >= 2 {
-            match ops[0].literal() {
+            match script_text(ops[0]) {
                 Some(text) => u.nested.push(Nested::Script(text)),
                 None => u
                     .notes
@@ -754,7 +777,7 @@ fn wrap_shell(name: &str, args: &[Word], u: &mut Unwrapped) -> Step {
         ));
     }
     match args.get(i) {
-        Some(w) => match w.literal() {
+        Some(w) => match script_text(w) {
             Some(text) => Step::Script(text),
             None => Step::Dynamic(format!("`{name} -c` of a script only known when it runs")),
         },

@@ -71,15 +71,13 @@ impl Word {
 
     /// The word's value when it is fixed: no expansion, no `~`, no glob characters.
     pub fn literal(&self) -> Option<String> {
+        if self.has_glob() {
+            return None;
+        }
         let mut s = String::new();
         for a in &self.atoms {
             match a {
-                Atom::Char { c, quoted } => {
-                    if !quoted && is_glob_char(*c) {
-                        return None;
-                    }
-                    s.push(*c);
-                }
+                Atom::Char { c, .. } => s.push(*c),
                 _ => return None,
             }
         }
@@ -121,9 +119,18 @@ impl Word {
 
     /// Whether the word has unquoted glob characters.
     pub fn has_glob(&self) -> bool {
-        self.atoms
-            .iter()
-            .any(|a| matches!(a, Atom::Char { c, quoted: false } if is_glob_char(*c)))
+        self.atoms.iter().enumerate().any(|(i, a)| match a {
+            Atom::Char {
+                c: '*' | '?',
+                quoted: false,
+            } => true,
+            // `[` opens a bracket expression only when a `]` closes it (`[ -f x ]` is no glob).
+            Atom::Char {
+                c: '[',
+                quoted: false,
+            } => self.atoms[i + 1..].iter().skip(1).any(|b| b.unquoted(']')),
+            _ => false,
+        })
     }
 
     /// Whether the word starts with an unquoted `-` or with something that could be one.
@@ -214,13 +221,33 @@ impl Word {
     pub fn expand_braces(&self) -> Option<Vec<Word>> {
         let mut out = Vec::new();
         expand(&self.atoms, &mut out, 0)?;
-        Some(out.into_iter().map(|atoms| Word { atoms }).collect())
+        if out.len() == 1 {
+            return Some(vec![self.clone()]);
+        }
+        Some(out.into_iter().map(tilde_prefix).collect())
     }
 }
 
-/// `*`, `?` and `[`: characters that make a word a pattern when unquoted.
-pub fn is_glob_char(c: char) -> bool {
-    matches!(c, '*' | '?' | '[')
+/// Tilde expansion comes after brace expansion: `{~,x}` gives `~`, the home directory.
+fn tilde_prefix(mut atoms: Vec<Atom>) -> Word {
+    if atoms.first().is_some_and(|a| a.unquoted('~')) {
+        let end = atoms
+            .iter()
+            .position(|a| !matches!(a, Atom::Char { c, quoted: false } if c.is_ascii_alphanumeric() || matches!(c, '~' | '_' | '-' | '.')))
+            .unwrap_or(atoms.len());
+        let rest_ok = end == atoms.len() || atoms[end].unquoted('/');
+        let user: String = atoms[1..end]
+            .iter()
+            .filter_map(|a| match a {
+                Atom::Char { c, .. } => Some(*c),
+                _ => None,
+            })
+            .collect();
+        if rest_ok && !user.contains('~') {
+            atoms.splice(0..end, [Atom::Tilde(user)]);
+        }
+    }
+    Word { atoms }
 }
 
 /// A shell variable name.
@@ -357,6 +384,8 @@ mod tests {
     fn braces_expand_like_bash() {
         assert_eq!(texts(&raw("~/{.ssh,x}/id")), ["~/.ssh/id", "~/x/id"]);
         assert_eq!(texts(&raw("{rm,-rf,/}")), ["rm", "-rf", "/"]);
+        let w = raw("{rm,~/x}").expand_braces().unwrap();
+        assert_eq!(w[1].atoms[0], Atom::Tilde(String::new()));
         assert_eq!(texts(&raw("a{b,{c,d}}e")), ["abe", "ace", "ade"]);
         assert_eq!(texts(&raw("x{1..3}")), ["x1", "x2", "x3"]);
         assert_eq!(texts(&raw("{a..c}")), ["a", "b", "c"]);

@@ -4,6 +4,7 @@
 
 mod approval;
 mod archive;
+mod evasions;
 mod execution;
 mod intake;
 mod kit_smoke;

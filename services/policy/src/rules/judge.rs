@@ -596,9 +596,17 @@ fn shell_words(script: &Script, vars: &Vars, base: &PathPattern, out: &mut Vec<P
         out.extend(command_words(cmd, vars, base, files));
     }
     for r in script.redirects.iter().filter(|r| r.kind.is_file()) {
+        // bash refuses a target that brace-expands to several words; judged by each anyway.
+        let targets = r
+            .target
+            .expand_braces()
+            .unwrap_or_else(|| vec![r.target.clone()]);
         out.push(PathWord {
             what: r.target.text(),
-            paths: PathPattern::of_word(&r.target, base, vars),
+            paths: targets
+                .iter()
+                .flat_map(|t| PathPattern::of_word(t, base, vars))
+                .collect(),
             files: true,
         });
     }

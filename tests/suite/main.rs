@@ -10,6 +10,7 @@ mod intake;
 mod kit_smoke;
 mod pipeline;
 mod planner;
+mod policy_evasions;
 mod restarts;
 mod routing;
 mod security;

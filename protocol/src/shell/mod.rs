@@ -497,4 +497,38 @@ mod tests {
     fn quote(s: &str) -> String {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2048),
+            failure_persistence: None,
+            ..Default::default()
+        })]
+
+        /// Whatever the text, the reader answers (a script or an error) and never panics,
+        /// and every word it finds can be turned into paths and matched.
+        #[test]
+        fn any_text_is_read_without_panicking(
+            text in "[ a-z$'\"`\\\\(){}\\[\\]*?~/.;&|<>=#!@%+,:0-9\n\t-]{0,80}"
+        ) {
+            if let Ok(s) = parse(&text) {
+                let vars = Vars::new(&s, &Default::default());
+                let base = PathPattern::base(None);
+                let p = Pattern::parse("**/.ssh/**").unwrap();
+                for c in &s.commands {
+                    let _ = c.inner_text();
+                    for w in &c.words {
+                        for path in PathPattern::of_word(w, &base, &vars) {
+                            let _ = p.overlap(&path);
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn any_unicode_is_read_without_panicking(text in "\\PC{0,60}") {
+            let _ = parse(&text);
+        }
+    }
 }

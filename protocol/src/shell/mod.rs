@@ -15,13 +15,17 @@
 //! environment variables change what a program runs. Pure: no I/O.
 
 pub mod env;
+mod glob;
 mod lex;
+mod opts;
 mod parse;
 pub mod path;
 mod unwrap;
+mod vars;
 pub mod word;
 
-pub use path::{Overlap, PathPattern, Pattern, Vars};
+pub use path::{Overlap, PathPattern, Pattern};
+pub use vars::Vars;
 pub use word::{Atom, Word};
 
 /// How deep scripts may nest (`sh -c "bash -c '...'"`, substitutions in substitutions).

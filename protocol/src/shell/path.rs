@@ -12,9 +12,10 @@
 //! (or `*.ext`) is "every file here", not a spelling of a particular file a pattern looks
 //! for anywhere (`**/id_rsa*`): `cat *.rs` does not read keys, `cat ~/.ss?/id_rs?` does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 
-use super::Script;
+use super::glob::{G, balanced_classes, comp_overlap, is_bare, parse_globs};
+use super::vars::Vars;
 use super::word::{Atom, Word};
 
 /// How a word's paths meet a pattern.
@@ -26,27 +27,6 @@ pub enum Overlap {
     Maybe,
     /// Some path it names matches.
     Sure,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum G {
-    Char(char),
-    Any,
-    Star,
-    Class {
-        neg: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-impl G {
-    fn accepts(&self, c: char) -> bool {
-        match self {
-            G::Char(x) => *x == c,
-            G::Any | G::Star => true,
-            G::Class { neg, ranges } => ranges.iter().any(|(a, b)| *a <= c && c <= *b) != *neg,
-        }
-    }
 }
 
 /// One component of a path a word names.
@@ -84,109 +64,7 @@ pub struct Pattern {
     alts: Vec<Vec<SComp>>,
 }
 
-/// Values a variable may hold where a line uses it.
-#[derive(Debug, Clone, Default)]
-pub struct Vars {
-    values: HashMap<String, Vec<Option<Word>>>,
-}
-
 const MAX_EXPANSIONS: usize = 64;
-const MAX_VAR_DEPTH: usize = 4;
-
-impl Vars {
-    /// The variables `script` sets and the step's environment `env` gives. A variable
-    /// neither sets is only known at run time.
-    pub fn new(script: &Script, env: &BTreeMap<String, String>) -> Self {
-        let mut values: HashMap<String, Vec<Option<Word>>> = HashMap::new();
-        for (k, v) in env {
-            values
-                .entry(k.clone())
-                .or_default()
-                .push(Some(Word::quoted(v)));
-        }
-        for a in &script.assigns {
-            values
-                .entry(a.name.clone())
-                .or_default()
-                .push(a.value.clone());
-        }
-        Self { values }
-    }
-
-    /// Every value `$name` may have, when all are known.
-    fn known(&self, name: &str) -> Option<Vec<&Word>> {
-        self.values.get(name)?.iter().map(Option::as_ref).collect()
-    }
-
-    /// The words `word` may become once the variables in it are replaced by the values they
-    /// may hold (those only known at run time stay as they are).
-    pub fn expand(&self, word: &Word) -> Vec<Word> {
-        self.expand_atoms(&word.atoms, 0)
-            .into_iter()
-            .map(|atoms| Word { atoms })
-            .collect()
-    }
-
-    /// The literal texts `word` may be, if all are known (a command name held in a
-    /// variable: `c=curl; $c`).
-    pub fn literals(&self, word: &Word) -> Option<Vec<String>> {
-        self.expand(word).iter().map(Word::literal).collect()
-    }
-
-    fn expand_atoms(&self, atoms: &[Atom], depth: usize) -> Vec<Vec<Atom>> {
-        let mut out: Vec<Vec<Atom>> = vec![Vec::new()];
-        for a in atoms {
-            let alts = match a {
-                Atom::Param {
-                    name,
-                    quoted,
-                    plain: true,
-                    ..
-                } if depth < MAX_VAR_DEPTH && name != "HOME" && name != "PWD" => {
-                    match self.known(name) {
-                        Some(vals) if !vals.is_empty() => {
-                            let mut alts = Vec::new();
-                            for v in vals {
-                                let atoms: Vec<Atom> = v
-                                    .atoms
-                                    .iter()
-                                    .map(|x| match x {
-                                        Atom::Char { c, .. } => Atom::Char {
-                                            c: *c,
-                                            quoted: *quoted,
-                                        },
-                                        other => other.clone(),
-                                    })
-                                    .collect();
-                                alts.extend(self.expand_atoms(&atoms, depth + 1));
-                            }
-                            alts
-                        }
-                        _ => vec![vec![a.clone()]],
-                    }
-                }
-                other => vec![vec![other.clone()]],
-            };
-            if out.len() * alts.len() > MAX_EXPANSIONS {
-                // Too many to follow: the variable stays unknown.
-                for o in &mut out {
-                    o.push(a.clone());
-                }
-                continue;
-            }
-            let mut next = Vec::with_capacity(out.len() * alts.len());
-            for o in &out {
-                for alt in &alts {
-                    let mut v = o.clone();
-                    v.extend(alt.iter().cloned());
-                    next.push(v);
-                }
-            }
-            out = next;
-        }
-        out
-    }
-}
 
 impl PathPattern {
     /// The directory relative paths start in: `cwd` as the step gives it, or unknown.
@@ -335,77 +213,6 @@ fn globs(atoms: &[Atom]) -> Vec<G> {
     parse_globs(&chars)
 }
 
-/// `(char, special)` pairs into glob tokens.
-fn parse_globs(chars: &[(char, bool)]) -> Vec<G> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let (c, special) = chars[i];
-        if special && c == '*' {
-            if out.last() != Some(&G::Star) {
-                out.push(G::Star);
-            }
-        } else if special && c == '?' {
-            out.push(G::Any);
-        } else if special
-            && c == '['
-            && let Some((class, next)) = class(chars, i + 1)
-        {
-            out.push(class);
-            i = next;
-            continue;
-        } else {
-            out.push(G::Char(c));
-        }
-        i += 1;
-    }
-    out
-}
-
-/// A bracket expression starting after its `[`: the class and the index after its `]`.
-fn class(chars: &[(char, bool)], mut i: usize) -> Option<(G, usize)> {
-    let mut neg = false;
-    if matches!(chars.get(i), Some(('!' | '^', true))) {
-        neg = true;
-        i += 1;
-    }
-    let mut ranges = Vec::new();
-    let mut first = true;
-    while let Some(&(c, special)) = chars.get(i) {
-        if c == ']' && special && !first {
-            return Some((G::Class { neg, ranges }, i + 1));
-        }
-        first = false;
-        if c == '[' && matches!(chars.get(i + 1), Some((':', _))) {
-            // `[:alpha:]` and friends: taken as any character.
-            let end = (i + 2..chars.len().saturating_sub(1))
-                .find(|&k| chars[k].0 == ':' && chars[k + 1].0 == ']')?;
-            ranges.push(('\0', char::MAX));
-            i = end + 2;
-            continue;
-        }
-        if matches!(chars.get(i + 1), Some(('-', _)))
-            && let Some(&(hi, _)) = chars.get(i + 2)
-            && hi != ']'
-        {
-            ranges.push((c.min(hi), c.max(hi)));
-            i += 3;
-            continue;
-        }
-        ranges.push((c, c));
-        i += 1;
-    }
-    None
-}
-
-fn is_bare(g: &[G]) -> bool {
-    !g.is_empty() && g.iter().all(|t| *t == G::Star)
-}
-
-fn is_generic(g: &[G]) -> bool {
-    g.first() == Some(&G::Star) && g[1..].iter().all(|t| matches!(t, G::Char(_)))
-}
-
 impl Pattern {
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
@@ -475,21 +282,6 @@ impl Pattern {
     }
 }
 
-fn balanced_classes(chars: &[(char, bool)]) -> bool {
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i] == ('[', true) {
-            match class(chars, i + 1) {
-                Some((_, next)) => i = next,
-                None => return false,
-            }
-        } else {
-            i += 1;
-        }
-    }
-    true
-}
-
 fn wild_only(s: &SComp) -> bool {
     match s {
         SComp::DStar => true,
@@ -543,74 +335,11 @@ fn overlap(w: &[WComp], s: &[SComp]) -> Overlap {
     best
 }
 
-fn comp_overlap(w: &[G], s: &[G], anywhere: bool) -> bool {
-    if anywhere && (is_bare(w) || is_generic(w)) {
-        if is_bare(s) {
-            return true;
-        }
-        if is_bare(w) || s.first() != Some(&G::Star) {
-            return false;
-        }
-    }
-    intersects(w, s)
-}
-
-/// Whether some non-empty file name matches shell glob `w` and pattern `s`; `w` follows
-/// the shell in never matching a leading `.` with a wildcard.
-fn intersects(w: &[G], s: &[G]) -> bool {
-    let mut candidates: Vec<char> = vec!['.', 'a', '0', '_', '-', '\u{e000}'];
-    for g in w.iter().chain(s) {
-        match g {
-            G::Char(c) => candidates.push(*c),
-            G::Class { ranges, .. } => {
-                for (a, b) in ranges {
-                    for c in [*a, *b] {
-                        candidates.push(c);
-                        candidates.extend(char::from_u32(c as u32 + 1));
-                        candidates.extend((c as u32).checked_sub(1).and_then(char::from_u32));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    candidates.sort_unstable();
-    candidates.dedup();
-    let mut seen: HashSet<(usize, usize, bool)> = HashSet::new();
-    let mut stack = vec![(0usize, 0usize, false)];
-    while let Some(state) = stack.pop() {
-        if !seen.insert(state) {
-            continue;
-        }
-        let (p, q, started) = state;
-        if p == w.len() && q == s.len() && started {
-            return true;
-        }
-        if w.get(p) == Some(&G::Star) {
-            stack.push((p + 1, q, started));
-        }
-        if s.get(q) == Some(&G::Star) {
-            stack.push((p, q + 1, started));
-        }
-        let (Some(a), Some(b)) = (w.get(p), s.get(q)) else {
-            continue;
-        };
-        let explicit_dot = *a == G::Char('.');
-        let common = candidates
-            .iter()
-            .any(|&c| a.accepts(c) && b.accepts(c) && (started || c != '.' || explicit_dot));
-        if common {
-            let np = if *a == G::Star { p } else { p + 1 };
-            let nq = if *b == G::Star { q } else { q + 1 };
-            stack.push((np, nq, true));
-        }
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
     use crate::shell::parse;
 
     fn paths(cmd_word: &str) -> Vec<PathPattern> {

@@ -10,9 +10,13 @@ use std::collections::BTreeMap;
 use skynet_protocol::Step;
 use skynet_protocol::event::Risk;
 use skynet_protocol::shell::env::risky;
-use skynet_protocol::shell::{
-    self, Atom, Command, Overlap, PathPattern, Pattern, Run, Script, Vars, Word,
-};
+use skynet_protocol::shell::{self, Command, Overlap, PathPattern, Run, Script, Vars, Word};
+
+mod paths;
+mod render;
+
+use paths::{PathWord, best_overlap, command_words, shell_words};
+use render::{MAX_PIPELINE_TEXTS, candidates, inner_of, render_inner, render_raw};
 
 use super::inert::classify;
 use super::{Finding, Judgement, Policy, Rule, Verdict};
@@ -84,53 +88,10 @@ fn clip(s: &str, n: usize) -> String {
     }
 }
 
-/// A word that could name a path, with what people see of it.
-struct PathWord {
-    what: String,
-    paths: Vec<PathPattern>,
-    /// A file is read or written there, so a path only known at run time counts.
-    files: bool,
-}
-
 struct Judge<'a> {
     policy: &'a Policy,
     index: usize,
     out: Vec<Finding>,
-}
-
-/// A word standing for something only known at run time (arguments read from input).
-fn unknown_word() -> Word {
-    Word {
-        atoms: vec![Atom::Param {
-            name: String::new(),
-            text: String::new(),
-            quoted: true,
-            plain: false,
-        }],
-    }
-}
-
-/// The strongest overlap of `words` with `patterns`; a `Maybe` only counts where files are
-/// read or written. Returns the word that decided.
-fn best_overlap<'w>(patterns: &[Pattern], words: &'w [PathWord]) -> Option<(Overlap, &'w str)> {
-    let mut best: Option<(Overlap, &str)> = None;
-    for w in words {
-        for p in &w.paths {
-            for pat in patterns {
-                let mut o = pat.overlap(p);
-                if o == Overlap::Maybe && !w.files {
-                    o = Overlap::No;
-                }
-                if o > best.map(|b| b.0).unwrap_or(Overlap::No) {
-                    best = Some((o, &w.what));
-                    if o == Overlap::Sure {
-                        return best;
-                    }
-                }
-            }
-        }
-    }
-    best
 }
 
 impl Judge<'_> {
@@ -553,177 +514,6 @@ fn step_paths(step: &Step) -> Vec<&str> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .collect()
-}
-
-/// The words of one command that could name paths: every word (wrappers included, so
-/// `env -C DIR` counts), the value after `=` in `--file=PATH` or `if=PATH`, what its
-/// wrappers write, and for `xargs` the arguments read from input.
-fn command_words(cmd: &Command, vars: &Vars, base: &PathPattern, files: bool) -> Vec<PathWord> {
-    let mut out = Vec::new();
-    let mut push = |w: &Word, files: bool| {
-        out.push(PathWord {
-            what: w.text(),
-            paths: PathPattern::of_word(w, base, vars),
-            files,
-        });
-        if let Some(v) = w.after_equals() {
-            out.push(PathWord {
-                what: w.text(),
-                paths: PathPattern::of_word(&v, base, vars),
-                files,
-            });
-        }
-    };
-    for w in cmd.words.iter().chain(cmd.assigns.iter().map(|(_, v)| v)) {
-        push(w, files);
-    }
-    for w in &cmd.writes {
-        push(w, true);
-    }
-    if cmd.stdin_args && files {
-        push(&unknown_word(), true);
-    }
-    out
-}
-
-/// Every word of a shell step that could name a path.
-fn shell_words(script: &Script, vars: &Vars, base: &PathPattern, out: &mut Vec<PathWord>) {
-    for cmd in &script.commands {
-        let files = match cmd.run {
-            Run::Program { .. } => classify(cmd).reads_files,
-            _ => true,
-        };
-        out.extend(command_words(cmd, vars, base, files));
-    }
-    for r in script.redirects.iter().filter(|r| r.kind.is_file()) {
-        // bash refuses a target that brace-expands to several words; judged by each anyway.
-        let targets = r
-            .target
-            .expand_braces()
-            .unwrap_or_else(|| vec![r.target.clone()]);
-        out.push(PathWord {
-            what: r.target.text(),
-            paths: targets
-                .iter()
-                .flat_map(|t| PathPattern::of_word(t, base, vars))
-                .collect(),
-            files: true,
-        });
-    }
-    for a in script.assigns.iter().filter(|a| a.command.is_none()) {
-        if let Some(v) = &a.value {
-            out.push(PathWord {
-                what: format!("{}={}", a.name, v.text()),
-                paths: PathPattern::of_word(v, base, vars),
-                files: false,
-            });
-        }
-    }
-    for d in &script.data {
-        out.push(PathWord {
-            what: d.text(),
-            paths: PathPattern::of_word(d, base, vars),
-            files: false,
-        });
-    }
-}
-
-const MAX_RENDER_DEPTH: usize = 12;
-const MAX_PIPELINE_TEXTS: usize = 16;
-
-/// A command whose name is held in a variable, as each program the line (or the step's
-/// env) puts in that variable.
-fn candidates(cmd: &Command, vars: &Vars) -> Vec<Command> {
-    let Run::Dynamic { word: Some(w), .. } = &cmd.run else {
-        return Vec::new();
-    };
-    let Some(names) = vars.literals(w) else {
-        return Vec::new();
-    };
-    names
-        .into_iter()
-        .map(|n| {
-            let mut c = cmd.clone();
-            c.run = Run::Program {
-                name: n.rsplit('/').next().unwrap_or(&n).to_owned(),
-                path: n.contains('/').then(|| n.clone()),
-            };
-            c
-        })
-        .collect()
-}
-
-/// A word as people read it, with each substitution shown as the commands it runs (so
-/// `$(c''url x)` reads `$(curl x)`).
-fn render(script: &Script, w: &Word, depth: usize) -> String {
-    let mut s = String::new();
-    for a in &w.atoms {
-        match a {
-            Atom::Subst { text, commands, .. }
-                if !commands.is_empty() && depth < MAX_RENDER_DEPTH =>
-            {
-                let open = if text.starts_with('<') {
-                    "<("
-                } else if text.starts_with('>') {
-                    ">("
-                } else {
-                    "$("
-                };
-                let top = commands
-                    .clone()
-                    .map(|i| script.commands[i].depth)
-                    .min()
-                    .unwrap_or(0);
-                let inner: Vec<String> = commands
-                    .clone()
-                    .filter(|&i| script.commands[i].depth == top)
-                    .map(|i| match script.commands[i].run {
-                        Run::Program { .. } => render_inner(script, i, depth + 1),
-                        _ => render_raw(script, i, depth + 1),
-                    })
-                    .collect();
-                s.push_str(open);
-                s.push_str(&inner.join("; "));
-                s.push(')');
-            }
-            other => s.push_str(
-                &Word {
-                    atoms: vec![other.clone()],
-                }
-                .text(),
-            ),
-        }
-    }
-    s
-}
-
-fn render_inner(script: &Script, i: usize, depth: usize) -> String {
-    inner_of(script, &script.commands[i], depth)
-}
-
-fn inner_of(script: &Script, cmd: &Command, depth: usize) -> String {
-    let head = match &cmd.run {
-        Run::Program { name, .. } => name.clone(),
-        Run::Dynamic { word: Some(w), .. } => render(script, w, depth),
-        _ => return raw_of(script, cmd, depth),
-    };
-    std::iter::once(head)
-        .chain(cmd.args.iter().map(|a| render(script, a, depth)))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn render_raw(script: &Script, i: usize, depth: usize) -> String {
-    raw_of(script, &script.commands[i], depth)
-}
-
-fn raw_of(script: &Script, cmd: &Command, depth: usize) -> String {
-    cmd.assigns
-        .iter()
-        .map(|(n, v)| format!("{n}={}", render(script, v, depth)))
-        .chain(cmd.words.iter().map(|w| render(script, w, depth)))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

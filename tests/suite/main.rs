@@ -4,12 +4,14 @@
 
 mod approval;
 mod archive;
+mod evasions;
 mod execution;
 mod faults;
 mod intake;
 mod kit_smoke;
 mod pipeline;
 mod planner;
+mod policy_evasions;
 mod restarts;
 mod routing;
 mod security;

@@ -299,12 +299,12 @@ async fn run_step(
                 env,
                 ..
             } => {
-                let text = match (cmd, argv) {
-                    (Some(c), _) => c.clone(),
-                    (None, Some(a)) => a.join(" "),
+                let forbidden = match (cmd, argv) {
+                    (Some(c), _) => ctx.guard.check(c),
+                    (None, Some(a)) => ctx.guard.check_argv(a),
                     _ => return End::Refused("no command".into()),
                 };
-                if let Some(why) = ctx.guard.check(&text) {
+                if let Some(why) = forbidden {
                     return End::Refused(format!("forbidden command ({why})"));
                 }
                 let dir = match cwd(d) {

@@ -607,3 +607,79 @@ async fn the_telegram_ingress_runs_approves_and_relays_alerts_with_its_own_ident
     fake.wait_sent(ALICE as i64, &["job unroutable", nowhere.as_str()])
         .await;
 }
+
+#[tokio::test]
+async fn variables_that_change_what_runs_reach_a_step_only_when_its_approval_covers_them() {
+    use skynet_protocol::spec::{ExecutionSpec, Grant, plan_hash};
+    use skynet_protocol::{JobId, Step, WorkerId};
+
+    let mut stack = Stack::start_with(secure()).await;
+    let w = stack.add_worker(stack.worker_config("w1")).await;
+    let me = WorkerId::parse("w1").unwrap();
+    let now = skynet_protocol::time::now_ms() / 1000;
+    let run = |allowed: Vec<String>, file: &str| {
+        let out = w.home().join(file);
+        let steps = vec![Step::Shell {
+            cmd: Some(format!(
+                "echo \"[$BASH_ENV][$GIT_CONFIG_COUNT][$GREETING]\" > {}",
+                out.display()
+            )),
+            argv: None,
+            cwd: None,
+            env: [
+                ("BASH_ENV".to_string(), "/tmp/evil".to_string()),
+                ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
+                ("GREETING".to_string(), "hi".to_string()),
+            ]
+            .into(),
+            timeout_s: None,
+            artifacts: vec![],
+        }];
+        let job = JobId::generate();
+        let grant = Grant {
+            job_id: job.clone(),
+            plan_hash: plan_hash(&steps),
+            max_attempt: 1,
+            timeout_s: 60,
+            worker: None,
+            labels: vec![],
+            env: allowed,
+            by: "policy".into(),
+            issued_at: now,
+            not_after: now + 60,
+        };
+        let spec = ExecutionSpec {
+            job_id: job.clone(),
+            attempt: 1,
+            worker: me.clone(),
+            steps,
+            seal: grant.seal(&stack.signer).unwrap(),
+        };
+        (job, spec, out)
+    };
+    for (allowed, file, want) in [
+        (vec![], "none.txt", "[][][hi]"),
+        (vec!["GIT_CONFIG_COUNT".to_string()], "git.txt", "[][1][hi]"),
+    ] {
+        let (job, spec, out) = run(allowed, file);
+        stack
+            .js
+            .publish(subjects::work(&me, &job), spec.to_json().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + skynet_tests::WAIT;
+        while !out.exists() {
+            assert!(tokio::time::Instant::now() < deadline, "the step never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Written by the step in one go; read it once it has its line.
+        let mut text = String::new();
+        while !text.ends_with('\n') {
+            text = std::fs::read_to_string(&out).unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(text.trim(), want);
+    }
+}

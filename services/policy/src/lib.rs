@@ -212,7 +212,7 @@ impl Engine {
             match j.verdict {
                 Verdict::Allow => EventKind::Approved {
                     by: "policy".into(),
-                    seal: Some(self.sealer.seal(&job, "policy", vec![])?),
+                    seal: Some(self.sealer.seal(&job, "policy", j.allowed_env)?),
                     reasons: j.reasons,
                 },
                 Verdict::Approve => {
@@ -279,7 +279,7 @@ impl Engine {
 async fn decide_by_person(
     log: &EventLog,
     sealer: &Sealer,
-    _policy: &Policy,
+    policy: &Policy,
     req: DecisionRequest,
     approve: bool,
 ) -> Result<StateReply, ApiError> {
@@ -310,7 +310,13 @@ async fn decide_by_person(
                 return None;
             }
             Some(if approve {
-                match sealer.seal(job, &by, vec![]) {
+                // The person saw the plan's variables: the approval lets its risky ones through.
+                let env = job
+                    .steps
+                    .as_deref()
+                    .map(|steps| policy.judge(steps).allowed_env)
+                    .unwrap_or_default();
+                match sealer.seal(job, &by, env) {
                     Ok(seal) => EventKind::Approved {
                         by: by.clone(),
                         reasons: vec![],

@@ -118,6 +118,7 @@ enum End {
 pub async fn run_job(
     steps_to_run: &[Step],
     timeout_s: u64,
+    allowed_env: &[String],
     ctx: &Ctx,
     rep: &Reporter,
     stop: &StopSignal,
@@ -134,6 +135,22 @@ pub async fn run_job(
             };
         }
         rep.system(Some(i), &format!("$ {}", step.describe())).await;
+        let filtered;
+        let step = match without_unapproved_env(step, allowed_env) {
+            Some((kept, dropped)) => {
+                rep.system(
+                    Some(i),
+                    &format!(
+                        "not passed on (they change what runs, and the approval did not cover them): {}",
+                        dropped.join(", ")
+                    ),
+                )
+                .await;
+                filtered = kept;
+                &filtered
+            }
+            None => step,
+        };
         let step_deadline = match step.timeout_s() {
             Some(t) => job_deadline.min(Instant::now() + Duration::from_secs(t)),
             None => job_deadline,
@@ -232,6 +249,28 @@ pub async fn run_job(
         steps,
         error: None,
     }
+}
+
+/// The step without the variables of its `env` that change what runs
+/// (`skynet_protocol::shell::env::risky`) and that the approval (`allowed`) does not list,
+/// and the names dropped; `None` when nothing is dropped.
+fn without_unapproved_env(step: &Step, allowed: &[String]) -> Option<(Step, Vec<String>)> {
+    let Step::Shell { env, .. } = step else {
+        return None;
+    };
+    let dropped: Vec<String> = env
+        .keys()
+        .filter(|k| skynet_protocol::shell::env::risky(k).is_some() && !allowed.contains(k))
+        .cloned()
+        .collect();
+    if dropped.is_empty() {
+        return None;
+    }
+    let mut kept = step.clone();
+    if let Step::Shell { env, .. } = &mut kept {
+        env.retain(|k, _| !dropped.contains(k));
+    }
+    Some((kept, dropped))
 }
 
 /// Uploads the step's declared artifacts.
@@ -799,6 +838,34 @@ async fn write_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variables_that_change_what_runs_pass_only_when_the_approval_lists_them() {
+        let step = Step::Shell {
+            cmd: Some("git status".into()),
+            argv: None,
+            cwd: None,
+            env: [
+                ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
+                ("LD_PRELOAD".to_string(), "/tmp/x.so".to_string()),
+                ("GREETING".to_string(), "hi".to_string()),
+            ]
+            .into(),
+            timeout_s: None,
+            artifacts: vec![],
+        };
+        let (kept, dropped) = without_unapproved_env(&step, &["GIT_CONFIG_COUNT".into()]).unwrap();
+        assert_eq!(dropped, vec!["LD_PRELOAD".to_string()]);
+        let Step::Shell { env, .. } = kept else {
+            unreachable!()
+        };
+        assert_eq!(
+            env.keys().collect::<Vec<_>>(),
+            ["GIT_CONFIG_COUNT", "GREETING"]
+        );
+        let all: Vec<String> = vec!["GIT_CONFIG_COUNT".into(), "LD_PRELOAD".into()];
+        assert!(without_unapproved_env(&step, &all).is_none());
+    }
 
     #[test]
     fn utf8_boundaries_keep_characters_whole() {

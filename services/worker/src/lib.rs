@@ -552,7 +552,15 @@ impl Worker {
         }
         tracing::info!(job_id = %job, attempt, steps = spec.steps.len(), "running");
         rep.report(WorkerReport::Started { attempt }).await;
-        let outcome = exec::run_job(&spec.steps, grant.timeout_s, &self.ctx, rep, stop).await;
+        let outcome = exec::run_job(
+            &spec.steps,
+            grant.timeout_s,
+            &grant.env,
+            &self.ctx,
+            rep,
+            stop,
+        )
+        .await;
         if let Some(why) = stop.abandoned() {
             tracing::warn!(job_id = %job, attempt, %why, "attempt abandoned");
             rep.last(

@@ -681,15 +681,17 @@ impl Stack {
                 Duration::from_secs(5),
             )
             .await;
-            if let Ok(bytes) = reply
-                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
-                && v["state"] == state.as_str()
-            {
-                return v;
-            }
+            let last = match reply {
+                Ok(bytes) => match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    Ok(v) if v["state"] == state.as_str() => return v,
+                    Ok(v) => format!("state {}", v["state"]),
+                    Err(e) => format!("unreadable reply: {e}"),
+                },
+                Err(e) => e.to_string(),
+            };
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "ledger never showed {job} as {state}"
+                "ledger never showed {job} as {state}; last: {last}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -255,7 +255,13 @@ async fn a_restarted_service_resumes_from_its_snapshot() {
     )
     .unwrap();
     let snapshot: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    assert_eq!(snapshot["open"]["position"], last, "{snapshot}");
+    // At the end of the stream, but for events still on their way to the follower when it
+    // stopped (its own last writes, say): those it reads again after a restart.
+    let position = snapshot["open"]["position"].as_u64().unwrap();
+    assert!(
+        position <= last && position + 5 >= last,
+        "{snapshot} (last {last})"
+    );
     assert_eq!(snapshot["open"]["jobs"].as_object().unwrap().len(), 0);
     // Back, it carries on from there.
     stack.start_service("dispatcher").await;

@@ -125,6 +125,18 @@ pub(super) fn comp_overlap(w: &[G], s: &[G], anywhere: bool) -> bool {
 /// Whether some non-empty file name matches shell glob `w` and pattern `s`; `w` follows
 /// the shell in never matching a leading `.` with a wildcard.
 fn intersects(w: &[G], s: &[G]) -> bool {
+    // A word without wildcards is one name: match it against the pattern directly (the
+    // general search below grows with the word's length times the pattern's).
+    if !w.is_empty() && w.iter().all(|g| matches!(g, G::Char(_))) {
+        let name: Vec<char> = w
+            .iter()
+            .filter_map(|g| match g {
+                G::Char(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        return matches_name(s, &name);
+    }
     let mut candidates: Vec<char> = vec!['.', 'a', '0', '_', '-', '\u{e000}'];
     for g in w.iter().chain(s) {
         match g {
@@ -173,4 +185,71 @@ fn intersects(w: &[G], s: &[G]) -> bool {
         }
     }
     false
+}
+
+/// Whether glob `s` matches the name `name` (the classic two-cursor match, backtracking to
+/// the last `*`).
+fn matches_name(s: &[G], name: &[char]) -> bool {
+    let (mut p, mut n) = (0usize, 0usize);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match s.get(p) {
+            Some(G::Star) => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(g) if g.accepts(name[n]) => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    p = sp + 1;
+                    n = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    s[p..].iter().all(|g| *g == G::Star)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn globs(text: &str) -> Vec<G> {
+        let chars: Vec<(char, bool)> = text.chars().map(|c| (c, true)).collect();
+        parse_globs(&chars)
+    }
+
+    fn literal(text: &str) -> Vec<G> {
+        text.chars().map(G::Char).collect()
+    }
+
+    #[test]
+    fn a_plain_name_is_matched_like_the_general_search_would() {
+        for (pattern, name, want) in [
+            ("id_rsa*", "id_rsa", true),
+            ("id_rsa*", "id_rsa.pub", true),
+            ("*.nk", "policy.nk", true),
+            ("*.nk", "policy.nkx", false),
+            ("[.]ssh", ".ssh", true),
+            (".ss?", ".ssh", true),
+            ("*", ".hidden", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+        ] {
+            assert_eq!(
+                intersects(&literal(name), &globs(pattern)),
+                want,
+                "{pattern} {name}"
+            );
+        }
+        // A very long name is judged in time linear in its length.
+        let long = "x".repeat(200_000);
+        assert!(!intersects(&literal(&long), &globs("id_rsa*")));
+        assert!(intersects(&literal(&long), &globs("*x")));
+    }
 }

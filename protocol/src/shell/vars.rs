@@ -89,6 +89,14 @@ impl Vars {
                 }
                 other => vec![vec![other.clone()]],
             };
+            if let [alt] = alts.as_slice() {
+                // The common case (a plain character, an unknown variable): every word so far
+                // grows by the same atoms; copying the words would make long ones quadratic.
+                for o in &mut out {
+                    o.extend(alt.iter().cloned());
+                }
+                continue;
+            }
             if out.len() * alts.len() > MAX_EXPANSIONS {
                 // Too many to follow: the variable stays unknown.
                 for o in &mut out {

@@ -52,6 +52,14 @@ enum Condition {
     Online(WorkerId),
 }
 
+/// How carrying out one decision went.
+pub(crate) enum Step {
+    Wrote,
+    Nothing,
+    Raced,
+    Failed(anyhow::Error),
+}
+
 pub(crate) struct Owner {
     timing: Timing,
     fx: Effects,
@@ -122,7 +130,11 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
             Some(update) = registry.recv() => d.on_registry(update, follower.is_live()).await,
             Some(c) = conditions.recv() => d.on_condition(c, follower.is_live()).await,
             msg = relay.next(), if follower.is_live() => match msg {
-                Some(msg) => d.relay(&mut relay, msg).await,
+                Some(msg) => {
+                    let mut batch = vec![msg];
+                    relay.ready(&mut batch, 255);
+                    d.relay_batch(&mut relay, batch).await;
+                }
                 None => anyhow::bail!("worker outbox consumer ended"),
             },
             _ = tick.tick(), if follower.is_live() => {
@@ -162,6 +174,67 @@ impl Owner {
         Ok(())
     }
 
+    /// Carries out decisions about many jobs at once (one per job): their events are
+    /// written concurrently, and the results applied to the open set in order. A job that
+    /// raced another writer is read afresh.
+    pub(crate) async fn execute(&mut self, work: Vec<(JobId, Decision)>) -> Vec<(JobId, Step)> {
+        let fx = self.fx.clone();
+        let jobs: Vec<(JobId, Job, Decision)> = work
+            .into_iter()
+            .filter_map(|(id, d)| {
+                let job = self.open.get(&id)?.clone();
+                Some((id, job, d))
+            })
+            .collect();
+        let results = futures::future::join_all(jobs.into_iter().map(|(id, mut job, d)| {
+            let fx = fx.clone();
+            async move {
+                let done = fx.decide(&mut job, d).await;
+                (id, job, done)
+            }
+        }))
+        .await;
+        let mut out = Vec::with_capacity(results.len());
+        for (id, working, done) in results {
+            let step = match done {
+                Ok(Done::Wrote(stored)) => {
+                    if let Change::Ended(_) = self.open.apply(stored.seq, &stored.event) {
+                        self.nudges.remove(&id);
+                        self.reroute = true;
+                    } else if let Some(job) = self.open.get_mut(&id) {
+                        // Keep the steps read while carrying the decision out.
+                        if job.steps.is_none() {
+                            job.steps = working.steps;
+                        }
+                    }
+                    if matches!(
+                        stored.event.kind,
+                        EventKind::Queued { .. } | EventKind::Approved { .. }
+                    ) {
+                        self.reroute = true;
+                    }
+                    Step::Wrote
+                }
+                Ok(Done::Nothing) => {
+                    if let (Some(job), Some(steps)) = (self.open.get_mut(&id), working.steps) {
+                        job.steps.get_or_insert(steps);
+                    }
+                    Step::Nothing
+                }
+                Ok(Done::Raced) => {
+                    self.reroute = true;
+                    match self.refresh(&id).await {
+                        Ok(()) => Step::Raced,
+                        Err(e) => Step::Failed(e),
+                    }
+                }
+                Err(e) => Step::Failed(e),
+            };
+            out.push((id, step));
+        }
+        out
+    }
+
     /// Decides about one job with `decide` and carries it out, deciding again after every
     /// event written (one input can take a job through more than one state) and after every
     /// race (on the job read afresh). `fresh` reads the job from the log first when this copy
@@ -174,7 +247,7 @@ impl Owner {
             self.refresh(id).await?;
         }
         for _ in 0..8 {
-            let Some(job) = self.open.get_mut(id) else {
+            let Some(job) = self.open.get(id) else {
                 return Ok(());
             };
             let nudge = self.nudges.entry(id.clone()).or_default();
@@ -183,41 +256,51 @@ impl Owner {
                 return Ok(());
             }
             let wrote = decision.event.is_some();
-            let mut working = job.clone();
-            match self.fx.decide(&mut working, decision).await? {
-                Done::Wrote(stored) => {
-                    if let Change::Ended(_) = self.open.apply(stored.seq, &stored.event) {
-                        self.nudges.remove(id);
-                        self.reroute = true;
-                    } else if let Some(job) = self.open.get_mut(id) {
-                        // Keep the steps read while carrying the decision out.
-                        if job.steps.is_none() {
-                            job.steps = working.steps;
-                        }
-                    }
-                    if matches!(
-                        stored.event.kind,
-                        EventKind::Queued { .. } | EventKind::Approved { .. }
-                    ) {
-                        self.reroute = true;
-                    }
-                }
-                Done::Nothing => {
-                    if let (Some(job), Some(steps)) = (self.open.get_mut(id), working.steps) {
-                        job.steps.get_or_insert(steps);
-                    }
-                    return Ok(());
-                }
-                Done::Raced => {
-                    self.reroute = true;
-                    self.refresh(id).await?
-                }
-            }
-            if !wrote {
-                return Ok(());
+            match self.execute(vec![(id.clone(), decision)]).await.pop() {
+                Some((_, Step::Wrote)) if wrote => {}
+                Some((_, Step::Raced)) => {}
+                Some((_, Step::Failed(e))) => return Err(e),
+                _ => return Ok(()),
             }
         }
         anyhow::bail!("job {id} keeps changing; gave up deciding")
+    }
+
+    /// Decides with `decide` about each of `ids` and carries all of it out at once, deciding
+    /// again (for the jobs that moved) until nothing more is to be done.
+    async fn act_each<F>(&mut self, mut ids: Vec<JobId>, what: &str, mut decide: F)
+    where
+        F: FnMut(&Job, &mut Nudge) -> Decision,
+    {
+        for _ in 0..8 {
+            let mut work = Vec::new();
+            for id in ids.drain(..) {
+                let Some(job) = self.open.get(&id) else {
+                    continue;
+                };
+                let nudge = self.nudges.entry(id.clone()).or_default();
+                let d = decide(job, nudge);
+                if !d.is_none() {
+                    work.push((id, d));
+                }
+            }
+            if work.is_empty() {
+                return;
+            }
+            let wrote: HashSet<JobId> = work
+                .iter()
+                .filter(|(_, d)| d.event.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for (id, step) in self.execute(work).await {
+                match step {
+                    Step::Wrote if wrote.contains(&id) => ids.push(id),
+                    Step::Raced => ids.push(id),
+                    Step::Failed(e) => tracing::warn!(job_id = %id, error = %e, "{what}"),
+                    _ => {}
+                }
+            }
+        }
     }
 
     async fn act_logged<F>(&mut self, id: &JobId, what: &str, decide: F)
@@ -277,12 +360,10 @@ impl Owner {
             .map(|j| j.id.clone())
             .collect();
         let timing = self.timing.clone();
-        for id in on_worker {
-            self.act_logged(&id, "acting on the clock", |job, nudge| {
-                owner::tick(job, nudge, now, &timing)
-            })
-            .await;
-        }
+        self.act_each(on_worker, "acting on the clock", |job, nudge| {
+            owner::tick(job, nudge, now, &timing)
+        })
+        .await;
         self.route_all().await;
     }
 
@@ -309,10 +390,13 @@ impl Owner {
         self.reroute = false;
         let now_s = skynet_protocol::time::now_ms() / 1000;
         let placements = route::route(self.open.jobs.values(), &self.slots(), now_s);
+        // Decided on the whole picture: written once each, all at once, on the jobs as
+        // routing saw them (a job another writer moved meanwhile is simply read afresh).
+        let mut work = Vec::new();
         for (id, placement) in placements {
             let decision = match placement {
                 Placement::Dispatch { worker, attempt } => {
-                    tracing::info!(job_id = %id, worker = %worker, attempt, "dispatching");
+                    tracing::debug!(job_id = %id, worker = %worker, attempt, "dispatching");
                     Decision {
                         event: Some(EventKind::Dispatched {
                             worker: worker.clone(),
@@ -346,14 +430,12 @@ impl Owner {
                     }))
                 }
             };
-            // Decided on the whole picture: written once, on the job as routing saw it.
-            let mut once = Some(decision);
-            let seen = self.open.get(&id).map(|j| j.seq);
-            self.act_logged(&id, "routing", move |job, _| match once.take() {
-                Some(d) if Some(job.seq) == seen && job.waiting() => d,
-                _ => Decision::none(),
-            })
-            .await;
+            work.push((id, decision));
+        }
+        for (id, step) in self.execute(work).await {
+            if let Step::Failed(e) = step {
+                tracing::warn!(job_id = %id, error = %e, "routing");
+            }
         }
     }
 
@@ -449,13 +531,10 @@ impl Owner {
             .filter(|j| j.on_worker() && j.worker.as_ref() == Some(worker))
             .map(|j| j.id.clone())
             .collect();
-        for id in jobs {
-            let w = worker.clone();
-            self.act_logged(&id, "moving a job off a lost worker", move |job, _| {
-                owner::worker_lost(job, &w)
-            })
-            .await;
-        }
+        self.act_each(jobs, "moving a job off a lost worker", |job, _| {
+            owner::worker_lost(job, worker)
+        })
+        .await;
         self.route_all().await;
     }
 }

@@ -20,7 +20,9 @@ use skynet_protocol::subjects::{self, OutKind, headers};
 use skynet_protocol::worker::{StopReason, WorkerReport};
 use skynet_protocol::{JobId, WorkerId, streams};
 
-use crate::Owner;
+use skynet_protocol::lifecycle::Decision;
+
+use crate::{Owner, Step};
 
 /// Output published but not yet confirmed stored, with the outbox message to ack after.
 struct Inflight {
@@ -39,6 +41,9 @@ pub(crate) struct Relay {
     /// not recorded before it is.
     unstored: HashSet<(JobId, u32)>,
 }
+
+/// A job's reports in a batch, in order, with the worker that sent each.
+type Reports = VecDeque<(WorkerId, WorkerReport, jetstream::Message)>;
 
 /// Output in flight before the relay waits for it.
 const MAX_INFLIGHT: usize = 1024;
@@ -70,6 +75,18 @@ impl Relay {
             match self.messages.next().await? {
                 Ok(m) => return Some(m),
                 Err(e) => tracing::debug!(error = %e, "outbox consumer"),
+            }
+        }
+    }
+
+    /// Adds to `batch` the messages that are already here (at most `max`), without waiting.
+    pub(crate) fn ready(&mut self, batch: &mut Vec<jetstream::Message>, max: usize) {
+        use futures::FutureExt;
+        for _ in 0..max {
+            match self.messages.next().now_or_never() {
+                Some(Some(Ok(m))) => batch.push(m),
+                Some(Some(Err(e))) => tracing::debug!(error = %e, "outbox consumer"),
+                _ => return,
             }
         }
     }
@@ -152,16 +169,127 @@ fn later() -> AckKind {
 }
 
 impl Owner {
-    /// Relays one worker message.
-    pub(crate) async fn relay(&mut self, relay: &mut Relay, msg: jetstream::Message) {
-        let Some((worker, job, kind)) = subjects::parse_outbox(&msg.subject) else {
-            tracing::warn!(subject = %msg.subject, "malformed outbox subject; dropped");
-            ack(&msg, AckKind::Term).await;
+    /// Relays a batch of worker messages: output at once (pipelined), and reports job by
+    /// job in order, the reports of different jobs decided and written together.
+    pub(crate) async fn relay_batch(&mut self, relay: &mut Relay, batch: Vec<jetstream::Message>) {
+        let mut reports: Vec<(JobId, Reports)> = Vec::new();
+        for msg in batch {
+            let Some((worker, job, kind)) = subjects::parse_outbox(&msg.subject) else {
+                tracing::warn!(subject = %msg.subject, "malformed outbox subject; dropped");
+                ack(&msg, AckKind::Term).await;
+                continue;
+            };
+            match kind {
+                OutKind::Log => self.relay_log(relay, worker, job, msg).await,
+                OutKind::Event => match serde_json::from_slice::<WorkerReport>(&msg.payload) {
+                    Ok(r) => match reports.iter_mut().find(|(j, _)| j == &job) {
+                        Some((_, q)) => q.push_back((worker, r, msg)),
+                        None => reports.push((job, VecDeque::from([(worker, r, msg)]))),
+                    },
+                    Err(e) => {
+                        tracing::warn!(worker = %worker, job_id = %job, error = %e, "unreadable worker report; dropped");
+                        ack(&msg, AckKind::Term).await;
+                    }
+                },
+            }
+        }
+        if reports.is_empty() {
             return;
-        };
-        match kind {
-            OutKind::Log => self.relay_log(relay, worker, job, msg).await,
-            OutKind::Event => self.relay_report(relay, worker, job, msg).await,
+        }
+        // An end is recorded only after the output before it is stored.
+        if reports.iter().any(|(_, q)| {
+            q.iter()
+                .any(|(_, r, _)| !matches!(r, WorkerReport::Started { .. }))
+        }) {
+            relay.flush().await;
+        }
+        let mut queues: Vec<(JobId, Reports)> = Vec::new();
+        for (job, mut q) in reports {
+            // Judged on the log when the view does not show the attempt as current.
+            let current = q.front().is_some_and(|(w, r, _)| {
+                self.open
+                    .get(&job)
+                    .is_some_and(|j| owner::is_current(j, w, r.attempt()))
+            });
+            if !current && let Err(e) = self.refresh(&job).await {
+                tracing::debug!(job_id = %job, error = %e, "cannot judge a report yet");
+                for (_, _, msg) in q.drain(..) {
+                    ack(&msg, later()).await;
+                }
+                continue;
+            }
+            queues.push((job, q));
+        }
+        for _ in 0..16 {
+            let mut work = Vec::new();
+            for (job, q) in queues.iter_mut() {
+                // Reports whose decision is nothing are done with.
+                while let Some((worker, report, msg)) = q.front() {
+                    let ends = !matches!(report, WorkerReport::Started { .. });
+                    if ends && relay.unstored.contains(&(job.clone(), report.attempt())) {
+                        ack(msg, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                        q.pop_front();
+                        continue;
+                    }
+                    let decision = match self.open.get(job) {
+                        Some(j) => owner::report(j, worker, report),
+                        None => {
+                            // Ended (or unknown): a stale start is told to stop.
+                            if matches!(report, WorkerReport::Started { .. }) {
+                                self.fx
+                                    .stop(worker, job, report.attempt(), StopReason::Fenced);
+                            }
+                            Decision::none()
+                        }
+                    };
+                    if decision.event.is_some() {
+                        work.push((job.clone(), decision));
+                        break;
+                    }
+                    if !decision.is_none() {
+                        // Effects only: carried out with the others.
+                        work.push((job.clone(), decision));
+                        break;
+                    }
+                    ack(msg, AckKind::Ack).await;
+                    q.pop_front();
+                }
+            }
+            if work.is_empty() {
+                break;
+            }
+            let wrote: HashSet<JobId> = work
+                .iter()
+                .filter(|(_, d)| d.event.is_some())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for (job, step) in self.execute(work).await {
+                let Some((_, q)) = queues.iter_mut().find(|(j, _)| j == &job) else {
+                    continue;
+                };
+                match step {
+                    // Decide again on the report that caused it: it may move the job on once
+                    // more (a finish recorded as running, then as its end).
+                    Step::Wrote | Step::Raced if wrote.contains(&job) => {}
+                    Step::Failed(e) => {
+                        tracing::warn!(job_id = %job, error = %e, "recording a worker report; will retry");
+                        for (_, _, msg) in q.drain(..) {
+                            ack(&msg, later()).await;
+                        }
+                    }
+                    _ => {
+                        if let Some((_, _, msg)) = q.pop_front() {
+                            ack(&msg, AckKind::Ack).await;
+                        }
+                    }
+                }
+            }
+        }
+        // Whatever is left kept changing: hand it back for later.
+        for (_, q) in queues {
+            for (_, _, msg) in q {
+                ack(&msg, later()).await;
+            }
         }
     }
 
@@ -202,61 +330,6 @@ impl Owner {
         } else {
             tracing::info!(worker = %worker, job_id = %job, attempt, "output of a stale attempt dropped");
             ack(&msg, AckKind::Ack).await;
-        }
-    }
-
-    async fn relay_report(
-        &mut self,
-        relay: &mut Relay,
-        worker: WorkerId,
-        job: JobId,
-        msg: jetstream::Message,
-    ) {
-        let report = match serde_json::from_slice::<WorkerReport>(&msg.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(worker = %worker, job_id = %job, error = %e, "unreadable worker report; dropped");
-                ack(&msg, AckKind::Term).await;
-                return;
-            }
-        };
-        // An end is recorded only after the output before it is stored.
-        let ends = !matches!(report, WorkerReport::Started { .. });
-        if ends {
-            relay.flush().await;
-            if relay.unstored.contains(&(job.clone(), report.attempt())) {
-                ack(&msg, AckKind::Nak(Some(Duration::from_secs(2)))).await;
-                return;
-            }
-        }
-        // Judged on the log when the view does not show this attempt as current.
-        let fresh = !self
-            .open
-            .get(&job)
-            .is_some_and(|j| owner::is_current(j, &worker, report.attempt()));
-        if fresh && let Err(e) = self.refresh(&job).await {
-            tracing::debug!(job_id = %job, error = %e, "cannot judge a report yet");
-            ack(&msg, later()).await;
-            return;
-        }
-        let known = self.open.get(&job).is_some();
-        let result = if known {
-            self.act(&job, false, |j, _| owner::report(j, &worker, &report))
-                .await
-        } else {
-            // Ended (or unknown): a stale start is told to stop; nothing else to do.
-            if matches!(report, WorkerReport::Started { .. }) {
-                self.fx
-                    .stop(&worker, &job, report.attempt(), StopReason::Fenced);
-            }
-            Ok(())
-        };
-        match result {
-            Ok(()) => ack(&msg, AckKind::Ack).await,
-            Err(e) => {
-                tracing::warn!(job_id = %job, error = %e, "recording a worker report; will retry");
-                ack(&msg, later()).await;
-            }
         }
     }
 }

@@ -208,7 +208,9 @@ impl Engine {
                 steps: vec![],
             }
         } else {
-            let j = self.policy.judge(&steps);
+            // Judging a large plan takes a while: off the runtime's threads.
+            let (policy, plan) = (self.policy.clone(), steps.clone());
+            let j = tokio::task::spawn_blocking(move || policy.judge(&plan)).await?;
             match j.verdict {
                 Verdict::Allow => EventKind::Approved {
                     by: "policy".into(),

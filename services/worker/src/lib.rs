@@ -696,10 +696,10 @@ impl Worker {
     }
 }
 
-/// Rewrites the registry entry every interval; each one that lands extends the lease, and
-/// a lease that runs out stops the steps.
+/// Rewrites the registry entry twice every interval (so one slow or lost write costs no
+/// lease); each one that lands extends the lease, and a lease that runs out stops the steps.
 async fn heartbeat(worker: Arc<Worker>, js: jetstream::Context, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(worker.cfg.heartbeat);
+    let mut tick = tokio::time::interval(worker.cfg.heartbeat / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut check = tokio::time::interval(Duration::from_millis(200));
     let mut store = None;

@@ -28,4 +28,5 @@ pub use route::{Placement, Slot};
 pub use timing::Timing;
 
 #[cfg(test)]
+#[path = "tests/properties.rs"]
 mod properties;

@@ -373,7 +373,7 @@ impl Owner {
     }
 
     /// Routes every waiting job.
-    async fn route_all(&mut self) {
+    pub(crate) async fn route_all(&mut self) {
         if !self.reroute {
             return;
         }

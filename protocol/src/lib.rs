@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod approval;
 pub mod event;
 pub mod ids;
 pub mod job;

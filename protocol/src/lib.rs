@@ -8,6 +8,7 @@
 pub mod alert;
 pub mod api;
 pub mod approval;
+pub mod artifact;
 pub mod event;
 pub mod ids;
 pub mod job;

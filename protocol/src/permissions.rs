@@ -270,6 +270,8 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
                 subjects::WORK_ANY.into(),
                 // Withdrawing an unstarted spec (by subject) when a job moved on.
                 format!("{JS}.STREAM.PURGE.{}", streams::WORK),
+                // Naming the artifacts a job's current worker stored.
+                subjects::artifact_meta_all(),
             ]);
         }
         Role::Ledger => {
@@ -369,12 +371,11 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
                 stream_info(&format!("KV_{}", streams::WORKERS_BUCKET)),
                 format!("$KV.{}.{id}", streams::WORKERS_BUCKET),
             ]);
-            // Artifacts: new objects only (no purge), and the metadata lookup a put does.
+            // Artifacts: chunks under its own id only; the dispatcher writes the metadata
+            // that names them, for the job's current attempt (`skynet_protocol::artifact`).
             p.publish.extend([
                 stream_info(&format!("OBJ_{}", streams::ARTIFACTS_BUCKET)),
-                format!("{JS}.DIRECT.GET.OBJ_{}.>", streams::ARTIFACTS_BUCKET),
-                format!("{JS}.STREAM.MSG.GET.OBJ_{}", streams::ARTIFACTS_BUCKET),
-                format!("$O.{}.>", streams::ARTIFACTS_BUCKET),
+                subjects::artifact_chunks_of(id),
             ]);
             p.subscribe.push(subjects::control(id));
             // Answering the stop requests it receives.
@@ -592,6 +593,20 @@ mod tests {
         assert!(may_publish(
             &me,
             "$JS.API.DIRECT.GET.SKYNET_WORK.skynet.work.w1.job1"
+        ));
+        // Artifacts: its own chunks, never metadata, never another worker's chunks.
+        assert!(may_publish(&me, "$O.skynet-artifacts.C.w1.abc"));
+        for forbidden in [
+            "$O.skynet-artifacts.C.w2.abc",
+            "$O.skynet-artifacts.C.abc",
+            "$O.skynet-artifacts.M.ajEvcmVwb3J0LnR4dA==",
+            "$JS.API.STREAM.PURGE.OBJ_skynet-artifacts",
+        ] {
+            assert!(!may_publish(&me, forbidden), "{forbidden}");
+        }
+        assert!(may_publish(
+            &Role::Dispatcher,
+            "$O.skynet-artifacts.M.ajEvcmVwb3J0LnR4dA=="
         ));
         let subs = permissions(&me, "_INBOX.K").subscribe;
         assert_eq!(subs, ["_INBOX.K.>", "skynet.control.w1"]);

@@ -608,6 +608,12 @@ async fn the_telegram_ingress_runs_approves_and_relays_alerts_with_its_own_ident
         &format!("approve:{job}"),
     );
     assert_eq!(fake.wait_answer(&press).await.text, "Approved.");
+    // Recorded as the Telegram user the ingress signed for, through its own key.
+    let approved = stack.wait_state(&job, JobState::Approved).await;
+    let skynet_protocol::EventKind::Approved { by, .. } = &approved.kind else {
+        unreachable!()
+    };
+    assert_eq!(by, "telegram:1001");
     assert_eq!(stack.wait_terminal(&job).await.state(), JobState::Succeeded);
     assert!(w.home().join("tg.txt").exists());
 

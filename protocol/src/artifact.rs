@@ -44,7 +44,10 @@ pub fn accept(payload: &[u8], job: &JobId, worker: &WorkerId) -> Result<Accepted
     let prefix = artifact_prefix(job);
     let rest = info.name.strip_prefix(&prefix).unwrap_or("");
     if rest.is_empty() {
-        return Err(format!("artifact {:?} is not one of job {job}'s", info.name));
+        return Err(format!(
+            "artifact {:?} is not one of job {job}'s",
+            info.name
+        ));
     }
     let own = format!("{worker}.");
     let id = info.nuid.strip_prefix(&own).unwrap_or("");

@@ -196,7 +196,9 @@ async fn a_cli_cannot_rewrite_pull_or_read_the_durables_of_other_services() {
     stack.wait_state(&job, JobState::Succeeded).await;
     let (viewer, _) = stack.raw_client("cli-viewer").await;
     let viewer_js = async_nats::jetstream::new(viewer);
-    let logs = skynet_runtime::logs::read_all(&viewer_js, &job).await.unwrap();
+    let logs = skynet_runtime::logs::read_all(&viewer_js, &job)
+        .await
+        .unwrap();
     assert!(!logs.is_empty());
     let events = skynet_runtime::EventLog::open(viewer_js)
         .await

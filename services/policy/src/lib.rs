@@ -48,7 +48,10 @@ pub struct Config {
 /// Whose decisions policy accepts, by default: the `approvers` file given; else, with an
 /// identity (`seed`), the `approvers` file next to its seed in the credentials directory;
 /// else (no identities on the bus) anyone.
-pub fn deciders_for(seed: Option<&std::path::Path>, approvers: Option<&std::path::Path>) -> Deciders {
+pub fn deciders_for(
+    seed: Option<&std::path::Path>,
+    approvers: Option<&std::path::Path>,
+) -> Deciders {
     match (approvers, seed) {
         (Some(file), _) => Deciders::File(file.to_path_buf()),
         (None, Some(seed)) => Deciders::File(

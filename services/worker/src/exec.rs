@@ -296,8 +296,7 @@ async fn save_artifacts(
             return Err(format!("artifact {pattern}: no file matches"));
         }
         for f in files {
-            let size =
-                crate::artifacts::upload(js, rep, index, &f, ctx.artifact_max_bytes).await?;
+            let size = crate::artifacts::upload(js, rep, index, &f, ctx.artifact_max_bytes).await?;
             rep.system(
                 Some(index),
                 &format!("artifact saved: {} ({size} bytes)", f.name),

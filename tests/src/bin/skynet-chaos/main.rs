@@ -176,8 +176,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         let mut rng = StdRng::seed_from_u64(rng.r#gen());
         // Decisions are signed by the approving CLI identity: policy records who decided.
         let cli = std::sync::Arc::new(
-            skynet_runtime::args::read_seed(&topology.creds.seed_path("cli"), "cli")?
-                .key_pair()?,
+            skynet_runtime::args::read_seed(&topology.creds.seed_path("cli"), "cli")?.key_pair()?,
         );
         tokio::spawn(async move {
             while let Some((job, hash)) = approvals_rx.recv().await {

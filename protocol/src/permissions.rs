@@ -81,6 +81,7 @@ fn stream_info(stream: &str) -> String {
 fn read(p: &mut Permissions, stream: &str) {
     p.publish.extend([
         stream_info(stream),
+        // Unnamed creates are denied again on streams with durables (see `DURABLES`).
         format!("{JS}.CONSUMER.CREATE.{stream}"),
         format!("{JS}.CONSUMER.CREATE.{stream}.>"),
         format!("{JS}.CONSUMER.INFO.{stream}.>"),
@@ -387,6 +388,12 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             if role.name() != owner {
                 p.publish_deny.extend(durable_subjects(stream, consumer));
             }
+            // The unnamed create: JetStream takes the consumer's name from the request's
+            // config there, so it could name a durable. Readers name their consumers.
+            let unnamed = format!("{JS}.CONSUMER.CREATE.{stream}");
+            if !p.publish_deny.contains(&unnamed) {
+                p.publish_deny.push(unnamed);
+            }
         }
     }
     p
@@ -515,10 +522,18 @@ mod tests {
                 }
             }
         }
-        // A reader still makes and pulls its own ordered consumers.
+        // A reader still makes and pulls its own (named) ordered consumers; the unnamed
+        // create, whose config could name a durable, only where no durable lives.
         let cli = Role::Cli { approver: false };
+        for role in every_role() {
+            for (stream, _, _) in DURABLES {
+                let unnamed = format!("$JS.API.CONSUMER.CREATE.{stream}");
+                assert!(!may_publish(&role, &unnamed), "{role:?} {unnamed}");
+            }
+        }
         for s in [
-            "$JS.API.CONSUMER.CREATE.SKYNET_EVENTS",
+            "$JS.API.CONSUMER.CREATE.SKYNET_LOGS",
+            "$JS.API.CONSUMER.CREATE.KV_skynet-workers",
             "$JS.API.CONSUMER.CREATE.SKYNET_EVENTS.x1_2.skynet.events.j1",
             "$JS.API.CONSUMER.MSG.NEXT.SKYNET_LOGS.Ab12Cd",
         ] {

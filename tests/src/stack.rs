@@ -508,6 +508,7 @@ impl Stack {
                     .get_stream(skynet_protocol::streams::EVENTS)
                     .await?
                     .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                        name: Some(skynet_protocol::streams::ordered_consumer_name()),
                         filter_subject: subjects::events(job),
                         ..Default::default()
                     })
@@ -603,7 +604,10 @@ impl Stack {
             .await
             .expect("alerts stream");
         let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                name: Some(skynet_protocol::streams::ordered_consumer_name()),
+                ..Default::default()
+            })
             .await
             .expect("consumer");
         let mut messages = consumer.messages().await.expect("messages");

@@ -172,20 +172,19 @@ async fn a_cli_cannot_rewrite_pull_or_read_the_durables_of_other_services() {
             refused(&mut errors, &subject).await;
         }
     }
-    // The unnamed (ephemeral) create cannot take over a durable either: JetStream refuses a
-    // durable name there, and an ephemeral of the same name collides with the durable.
-    let reply = cli
-        .request(
-            format!("$JS.API.CONSUMER.CREATE.{}", streams::EVENTS),
-            rewrite(streams::ARCHIVER_CONSUMER).into(),
-        )
-        .await
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&reply.payload).contains("error"),
-        "{:?}",
-        reply.payload
-    );
+    // Nor the unnamed create, where JetStream takes the name from the config (with a
+    // durable name, or the name alone): readers name their own consumers.
+    let unnamed = format!("$JS.API.CONSUMER.CREATE.{}", streams::EVENTS);
+    let by_name = serde_json::json!({"stream_name": streams::EVENTS, "config": {
+        "name": streams::ARCHIVER_CONSUMER, "filter_subject": "skynet.events.nothing",
+        "deliver_policy": "all", "ack_policy": "explicit"
+    }})
+    .to_string();
+    for body in [rewrite(streams::ARCHIVER_CONSUMER), by_name] {
+        cli.publish(unnamed.clone(), body.into()).await.unwrap();
+        cli.flush().await.unwrap();
+        refused(&mut errors, &unnamed).await;
+    }
     let after = archiver(&stack).await;
     assert_eq!(after.filter_subject, before.filter_subject);
     assert_eq!(after.ack_policy, before.ack_policy);

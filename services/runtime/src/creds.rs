@@ -311,6 +311,12 @@ mod tests {
         assert!(conf.contains("skynet.control.laptop-1"));
         let trusted = std::fs::read_to_string(dir.join("trusted-keys")).unwrap();
         assert!(trusted.contains(&policy_key));
+        // Policy accepts decisions from the approving CLI and the Telegram ingress only.
+        let approvers = std::fs::read_to_string(dir.join("approvers")).unwrap();
+        let approvers = skynet_protocol::approval::Approvers::parse(&approvers).unwrap();
+        let names: Vec<&str> = approvers.0.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&"cli") && names.contains(&"telegram"));
         // Rotation gives a new key, and the configuration follows.
         let old_cli = c.identity("cli").unwrap().public_key.clone();
         let new_cli = c.rotate("cli").unwrap().public_key;

@@ -531,9 +531,12 @@ mod tests {
                 assert!(!may_publish(&role, &unnamed), "{role:?} {unnamed}");
             }
         }
+        assert!(may_publish(
+            &Role::Planner,
+            "$JS.API.CONSUMER.CREATE.KV_skynet-workers"
+        ));
         for s in [
             "$JS.API.CONSUMER.CREATE.SKYNET_LOGS",
-            "$JS.API.CONSUMER.CREATE.KV_skynet-workers",
             "$JS.API.CONSUMER.CREATE.SKYNET_EVENTS.x1_2.skynet.events.j1",
             "$JS.API.CONSUMER.MSG.NEXT.SKYNET_LOGS.Ab12Cd",
         ] {

@@ -328,6 +328,9 @@ impl Owner {
                 ack(&msg, later()).await;
             }
         }
+        // Slots freed by the ends just written are filled now, not when the events come
+        // back round through the follower.
+        self.route_all().await;
     }
 
     /// Output and artifacts: kept only from the worker of the job's current attempt (or

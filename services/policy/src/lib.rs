@@ -9,16 +9,20 @@
 //! its time limit and routing, who approved, until when. Workers run only what a seal they
 //! trust covers; policy takes no part in a job after `approved`.
 //!
-//! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`.
+//! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`. A person's decision records
+//! the identity whose signature verifies (`skynet_protocol::approval`), never the request's
+//! free-text `by`.
 
 pub mod rules;
 pub mod shell;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
 use skynet_protocol::api::{ApiError, DecisionRequest, StateReply};
+use skynet_protocol::approval::{Approvers, Decision};
 use skynet_protocol::lifecycle::{Change, Job, Open};
 use skynet_protocol::spec::{Grant, Seal, plan_hash};
 use skynet_protocol::{EventKind, JobId, JobState, subjects};
@@ -40,6 +44,42 @@ pub struct Config {
     pub signing_key: Arc<nkeys::KeyPair>,
     /// How long an approval stays good for starting attempts of its job.
     pub grant_ttl: Duration,
+    /// Whose approvals and denials count.
+    pub deciders: Deciders,
+}
+
+/// Whose decisions policy accepts, by default: the `approvers` file given; else, with an
+/// identity (`seed`), the `approvers` file next to its seed in the credentials directory;
+/// else (no identities on the bus) anyone.
+pub fn deciders_for(
+    seed: Option<&std::path::Path>,
+    approvers: Option<&std::path::Path>,
+) -> Deciders {
+    match (approvers, seed) {
+        (Some(file), _) => Deciders::File(file.to_path_buf()),
+        (None, Some(seed)) => Deciders::File(
+            seed.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(APPROVERS_FILE),
+        ),
+        (None, None) => Deciders::Anyone,
+    }
+}
+
+/// The name of the approvers file in a credentials directory.
+pub const APPROVERS_FILE: &str = "approvers";
+
+/// Whose decisions policy accepts.
+#[derive(Debug, Clone)]
+pub enum Deciders {
+    /// A bus without identities (a development server without auth): nobody can be
+    /// verified, so the name a request gives is recorded, never policy's own.
+    Anyone,
+    /// Decisions signed by these identities only.
+    Known(Approvers),
+    /// Decisions signed by the identities listed in this file (`approvers` in a
+    /// credentials directory), read at each decision so a new approver counts at once.
+    File(PathBuf),
 }
 
 impl std::fmt::Debug for Config {
@@ -48,6 +88,7 @@ impl std::fmt::Debug for Config {
             .field("policy", &self.policy)
             .field("signer", &self.signing_key.public_key())
             .field("grant_ttl", &self.grant_ttl)
+            .field("deciders", &self.deciders)
             .finish()
     }
 }
@@ -114,12 +155,21 @@ pub async fn run(
         let log = log.clone();
         let sealer = sealer.clone();
         let policy = config.policy.clone();
+        let deciders = Arc::new(config.deciders.clone());
         tasks.tasks.spawn(api::serve(
             api::endpoint(&service, endpoint).await?,
             tasks.clone(),
             move |req: DecisionRequest| {
-                let (log, sealer, policy) = (log.clone(), sealer.clone(), policy.clone());
-                async move { decide_by_person(&log, &sealer, &policy, req, approve).await }
+                let (log, sealer, policy, deciders) = (
+                    log.clone(),
+                    sealer.clone(),
+                    policy.clone(),
+                    deciders.clone(),
+                );
+                async move {
+                    let by = who_decided(&deciders, &req, approve).await?;
+                    decide_by_person(&log, &sealer, &policy, req, by, approve).await
+                }
             },
         ));
     }
@@ -324,20 +374,77 @@ impl Engine {
     }
 }
 
-/// `jobs.approve` / `jobs.deny`: only a job awaiting approval can be decided, and only for
-/// the plan the person saw when they give its hash.
+/// Who made a decision: the identity whose signature verifies. Only on a bus without
+/// identities is the request's own `by` taken, and never when it names policy.
+async fn who_decided(
+    deciders: &Deciders,
+    req: &DecisionRequest,
+    approve: bool,
+) -> Result<String, ApiError> {
+    let known = match deciders {
+        Deciders::Anyone => {
+            let by = req
+                .by
+                .as_deref()
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .unwrap_or("api");
+            return if claims_to_be_policy(by) {
+                Err(ApiError::forbidden(format!(
+                    "{by:?} is not a person: only policy itself decides as policy"
+                )))
+            } else {
+                Ok(by.to_owned())
+            };
+        }
+        Deciders::Known(known) => known.clone(),
+        Deciders::File(path) => {
+            let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                ApiError::internal(format!("reading approvers {}: {e}", path.display()))
+            })?;
+            Approvers::parse(&text).map_err(|e| ApiError::internal(e.to_string()))?
+        }
+    };
+    let sig = req.signature.as_ref().ok_or_else(|| {
+        ApiError::forbidden(
+            "a decision must be signed with the approver's key (skynet approve and the \
+             Telegram ingress sign with their NATS seed)",
+        )
+    })?;
+    let plan_hash = req
+        .plan_hash
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("a signed decision names the plan_hash it signed"))?;
+    let decision = Decision {
+        job_id: &req.job_id,
+        plan_hash,
+        verdict: if approve {
+            skynet_protocol::approval::Verdict::Approve
+        } else {
+            skynet_protocol::approval::Verdict::Deny
+        },
+    };
+    known
+        .verify(sig, &decision, skynet_protocol::time::now_ms() / 1000)
+        .map_err(|e| ApiError::forbidden(e.to_string()))
+}
+
+/// Names only policy's own decisions carry.
+fn claims_to_be_policy(by: &str) -> bool {
+    let b = by.to_ascii_lowercase();
+    b == "policy" || b.starts_with("policy:") || b.starts_with("schedule:")
+}
+
+/// `jobs.approve` / `jobs.deny` by `by` (verified): only a job awaiting approval can be
+/// decided, and only for the plan the person saw when they give its hash.
 async fn decide_by_person(
     log: &EventLog,
     sealer: &Sealer,
     policy: &Policy,
     req: DecisionRequest,
+    by: String,
     approve: bool,
 ) -> Result<StateReply, ApiError> {
-    let by = req
-        .by
-        .clone()
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or_else(|| "api".into());
     if let Some(h) = &req.plan_hash
         && (h.len() < 12 || !h.chars().all(|c| c.is_ascii_hexdigit()))
     {
@@ -428,9 +535,19 @@ mod tests {
             policy: Arc::new(Policy::builtin().unwrap()),
             signing_key: Arc::new(key),
             grant_ttl: Duration::from_secs(60),
+            deciders: Deciders::Anyone,
         };
         let text = format!("{config:?}");
         assert!(!text.contains(&seed), "{text}");
         assert!(text.contains(&config.signing_key.public_key()));
+    }
+
+    #[test]
+    fn nobody_decides_in_policys_name() {
+        for name in ["policy", " Policy", "POLICY:x", "schedule:nightly"] {
+            assert!(claims_to_be_policy(name.trim()), "{name}");
+        }
+        assert!(!claims_to_be_policy("alice"));
+        assert!(!claims_to_be_policy("telegram:1001"));
     }
 }

@@ -185,7 +185,11 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     let stream = wait_for_streams(&js, &shutdown).await?;
     let Some(stream) = stream else { return Ok(()) };
 
-    let artifacts = js.get_object_store(streams::ARTIFACTS_BUCKET).await.ok();
+    let artifacts = js
+        .get_object_store(streams::ARTIFACTS_BUCKET)
+        .await
+        .ok()
+        .map(|_| js.clone());
     if artifacts.is_none() {
         tracing::warn!("the artifact store is not reachable; steps with artifacts will fail");
     }

@@ -222,6 +222,10 @@ pub enum EventKind {
     Running {
         worker: WorkerId,
         attempt: u32,
+        /// How the worker confines the job's steps (`landlock abi 7: ...`, `off`, ...), as
+        /// it reported when it started the attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<String>,
     },
     CancelRequested {
         by: String,

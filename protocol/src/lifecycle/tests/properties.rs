@@ -70,7 +70,10 @@ fn event() -> impl Strategy<Value = EventKind> {
 
 fn report() -> impl Strategy<Value = WorkerReport> {
     prop_oneof![
-        (0u32..4).prop_map(|attempt| WorkerReport::Started { attempt }),
+        (0u32..4).prop_map(|attempt| WorkerReport::Started {
+            attempt,
+            sandbox: None
+        }),
         (
             0u32..4,
             prop_oneof![

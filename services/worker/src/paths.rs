@@ -110,9 +110,6 @@ impl Roots {
                 }
             }
         };
-        if must_exist && !rest.is_empty() {
-            return Err(invalid("does not exist"));
-        }
         let mut full = resolved;
         for name in rest.iter().rev() {
             match Path::new(name).components().next() {
@@ -132,6 +129,9 @@ impl Roots {
                 path: raw.to_owned(),
                 why,
             });
+        }
+        if must_exist && !rest.is_empty() {
+            return Err(invalid("does not exist"));
         }
         Ok(full)
     }

@@ -29,6 +29,12 @@ name = "asks a person"
 verdict = "approve"
 command = ['^true\s+ask-a-person$']
 reason = "this command asks a person"
+
+[[rule]]
+name = "may connect"
+verdict = "allow"
+command = ['^python3\s.*allow-net']
+network = true
 "#;
 
 const CONFINED: &str = "skynet: confined by landlock abi";
@@ -186,6 +192,17 @@ async fn tcp_connections_need_a_network_grant() {
     assert!(out.contains("PermissionError"), "{out}");
     assert!(!out.contains("connected"), "{out}");
     assert!(!pending(&listener), "a connection got through");
+
+    // A policy rule with `network = true` grants it too.
+    let tagged = connect.replace("\")'", "\") # allow-net'");
+    assert!(tagged.ends_with("# allow-net'"), "{tagged}");
+    let (end, out) = s.run(&s.confined, &tagged).await;
+    assert_eq!(end.state(), JobState::Succeeded, "{end:?} {out}");
+    assert!(
+        out.contains("connected") && out.contains("network allowed"),
+        "{out}"
+    );
+    assert!(pending(&listener));
 
     // A person's approval grants network.
     let job = s

@@ -101,6 +101,8 @@ pub struct Ctx {
 pub struct Attempt {
     pub sandbox: Option<String>,
     pub tmp: PathBuf,
+    /// Said in the log before each step that runs a process: how it is confined.
+    pub banner: String,
 }
 
 /// How a job ended.
@@ -471,6 +473,7 @@ async fn run_step(
                 return End::Refused("skills must be expanded by the planner".into());
             }
         };
+    rep.system(Some(index), &attempt.banner).await;
     let mut cmd = Command::new(&ctx.supervisor.program);
     cmd.args(crate::supervise::args(
         *ctx.lease.borrow(),

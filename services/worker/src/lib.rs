@@ -615,6 +615,7 @@ impl Worker {
                 .spec(&tmp, grant.network)
                 .and_then(|s| serde_json::to_string(&s).ok()),
             tmp: tmp.clone(),
+            banner: self.sandbox.banner(grant.network),
         };
         rep.report(WorkerReport::Started {
             attempt,

@@ -9,7 +9,8 @@
 //! the worker's data and credentials, secrets found by name. The supervisor
 //! ([`crate::supervise`]) computes the rules from the disk ([`rules::plan`], pure) and
 //! confines itself with them before it starts the step, so the step and everything it
-//! starts are confined ([`enforce`]).
+//! starts are confined ([`enforce`]). Each step's log starts with a line that says so
+//! ([`Sandbox::banner`]), so a "Permission denied" is explained where it is read.
 
 pub mod rules;
 
@@ -128,8 +129,6 @@ pub struct Spec {
     pub grants: Vec<Grant>,
     pub holes: Vec<PathBuf>,
     pub network: bool,
-    /// The line the supervisor prints at the step's start.
-    pub banner: String,
 }
 
 /// The system, read-only.
@@ -218,8 +217,20 @@ impl Sandbox {
             grants,
             holes: self.holes.clone(),
             network,
-            banner: format!("skynet: confined by {}", self.describe_attempt(network)),
         })
+    }
+
+    /// The line every step's log starts with, so a "Permission denied" is explained.
+    pub fn banner(&self, network: bool) -> String {
+        match self.level {
+            Level::Landlock { .. } => {
+                format!("skynet: confined by {}", self.describe_attempt(network))
+            }
+            _ => format!(
+                "skynet: not confined by the kernel ({})",
+                self.level.describe()
+            ),
+        }
     }
 
     /// How an attempt's steps are confined, for its `running` event.
@@ -421,7 +432,12 @@ mod tests {
         assert!(spec.holes.contains(&PathBuf::from("/h/skynet-data")));
         assert!(spec.holes.contains(&PathBuf::from("/etc/shadow")));
         assert!(!spec.network);
-        assert!(spec.banner.contains("no network"), "{}", spec.banner);
+        assert!(
+            s.banner(false).contains("no network"),
+            "{}",
+            s.banner(false)
+        );
+        assert!(s.banner(true).contains("network allowed"));
         assert!(s.spec(Path::new("/t"), true).unwrap().network);
         let off = Sandbox::new(Level::Off, &[], Path::new("/h"), &[], None);
         assert!(off.spec(Path::new("/t"), false).is_none());

@@ -8,8 +8,8 @@
 //! [`crate::sandbox::Spec`] as JSON, or `-` for none. The supervisor makes itself the reaper
 //! of the step's orphans (`PR_SET_CHILD_SUBREAPER`), confines itself with the sandbox (so
 //! the step and all it starts are confined: Landlock domains are inherited and cannot be
-//! left), prints the sandbox's banner on stderr, starts the step in its group, and ends the
-//! whole group when
+//! left; one it cannot apply stops the step with a line on stderr under `require`), starts
+//! the step in its group, and ends the whole group when
 //! - the pipe closes: the worker is gone (killed, crashed, exited);
 //! - the worker sends `S` on it: stop, as asked (a cancel, a time limit, a fenced attempt);
 //! - its lease runs out: the worker extends it (`L<until>` lines on the pipe) each time one
@@ -82,6 +82,18 @@ struct Parsed {
 }
 
 fn parse(args: &[String]) -> Option<Parsed> {
+    // A worker from before the sandbox passes no sandbox argument.
+    if let [until, grace, dashes, program, rest @ ..] = args
+        && dashes == "--"
+    {
+        return Some(Parsed {
+            until: until.parse().ok()?,
+            grace: Duration::from_millis(grace.parse().ok()?),
+            sandbox: None,
+            program: program.clone(),
+            rest: rest.to_vec(),
+        });
+    }
     let [until, grace, sandbox, dashes, program, rest @ ..] = args else {
         return None;
     };
@@ -144,7 +156,7 @@ fn supervise(p: Parsed) -> ExitCode {
     // Before any thread starts: Landlock confines the calling thread and what it starts.
     if let Some(spec) = &sandbox {
         match crate::sandbox::enforce(spec) {
-            Ok(()) => say(&spec.banner),
+            Ok(()) => {}
             Err(e) if spec.require => {
                 say(&format!(
                     "skynet: cannot confine the step ({e}); not running it (--sandbox require)"
@@ -359,7 +371,6 @@ mod tests {
             grants: vec![],
             holes: vec!["/h/.ssh".into()],
             network: false,
-            banner: "b".into(),
         };
         let json = serde_json::to_string(&spec).unwrap();
         let a = args(1, Duration::ZERO, Some(&json), "true", &[]);

@@ -356,6 +356,7 @@ mod tests {
             kind: EventKind::Running {
                 worker: WorkerId::parse("laptop-1").unwrap(),
                 attempt: 1,
+                sandbox: None,
             },
             at: "2026-11-25T20:00:00.123Z".into(),
         };

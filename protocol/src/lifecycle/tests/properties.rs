@@ -46,7 +46,11 @@ fn event() -> impl Strategy<Value = EventKind> {
             reason: None
         }),
         (worker(), 0u32..5).prop_map(|(worker, attempt)| EventKind::Dispatched { worker, attempt }),
-        (worker(), 0u32..5).prop_map(|(worker, attempt)| EventKind::Running { worker, attempt }),
+        (worker(), 0u32..5).prop_map(|(worker, attempt)| EventKind::Running {
+            worker,
+            attempt,
+            sandbox: None
+        }),
         Just(EventKind::CancelRequested {
             by: "x".into(),
             reason: None

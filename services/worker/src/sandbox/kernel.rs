@@ -92,7 +92,13 @@ pub fn apply(spec: &Spec, rules: &[Rule]) -> Result<(), String> {
         let Ok(fd) = PathFd::new(&r.path) else {
             continue;
         };
-        let mut access = if r.write { all } else { AccessFs::from_read(a) };
+        let mut access = if r.list_only {
+            AccessFs::ReadDir.into()
+        } else if r.write {
+            all
+        } else {
+            AccessFs::from_read(a)
+        };
         if !r.dir {
             access &= AccessFs::from_file(a);
         }

@@ -6,7 +6,9 @@
 //! a secret below it; the secrets themselves are never granted. Symbolic links are not
 //! granted when a directory is split (a rule on a link would grant whatever it points to):
 //! a link is followed by the kernel and judged by where it leads, exactly as when its
-//! directory is granted whole.
+//! directory is granted whole. A split directory itself may still be listed (`ls ~`): the
+//! names below it, secrets' names included, can be read, never their contents; but nothing
+//! can be created or removed directly in it (Landlock grants a whole tree or nothing).
 //!
 //! Two kinds of secrets: `holes`, exact paths (the worker's data and credentials
 //! directories, `/etc/shadow`, ...), always split out however deep; and secrets known by
@@ -53,6 +55,8 @@ pub struct Rule {
     pub path: PathBuf,
     pub write: bool,
     pub dir: bool,
+    /// Only listing (a directory split around a secret).
+    pub list_only: bool,
 }
 
 /// The limits of the search for secrets by name.
@@ -102,12 +106,22 @@ pub fn plan(grants: &[Grant], holes: &[PathBuf], limits: Limits, tree: &dyn Tree
                 path: g.path.clone(),
                 write: g.write,
                 dir,
+                list_only: false,
             }),
-            Part::Split(parts) => out.extend(parts.into_iter().map(|(path, dir)| Rule {
-                path,
-                write: g.write,
-                dir,
-            })),
+            Part::Split(parts) => {
+                out.push(Rule {
+                    path: g.path.clone(),
+                    write: false,
+                    dir: true,
+                    list_only: true,
+                });
+                out.extend(parts.into_iter().map(|(path, dir)| Rule {
+                    path,
+                    write: g.write,
+                    dir,
+                    list_only: false,
+                }))
+            }
             Part::Nothing => {}
         }
     }
@@ -232,8 +246,13 @@ mod tests {
         }
     }
 
+    /// The granted paths (the listing-only rules of split directories apart).
     fn paths(rules: &[Rule]) -> Vec<String> {
-        rules.iter().map(|r| r.path.display().to_string()).collect()
+        rules
+            .iter()
+            .filter(|r| !r.list_only)
+            .map(|r| r.path.display().to_string())
+            .collect()
     }
 
     fn rw(p: &str) -> Grant {
@@ -278,6 +297,9 @@ mod tests {
                 "/h/src/lib",
             ]
         );
+        let listed: Vec<&Rule> = r.iter().filter(|r| r.list_only).collect();
+        assert!(listed.iter().any(|l| l.path == Path::new("/h") && !l.write));
+        let r: Vec<&Rule> = r.iter().filter(|r| !r.list_only).collect();
         assert!(r.iter().all(|r| r.write));
         assert!(!r[1].dir && r[4].dir);
     }
@@ -307,7 +329,12 @@ mod tests {
             &t,
         );
         assert_eq!(paths(&r), ["/h/a/b/c/d/e/other", "/etc/passwd", "/etc/ssh"]);
-        assert!(!r[1].write);
+        assert!(
+            !r.iter()
+                .find(|r| r.path == Path::new("/etc/passwd"))
+                .unwrap()
+                .write
+        );
     }
 
     #[test]

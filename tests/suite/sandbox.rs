@@ -149,9 +149,12 @@ async fn secrets_inside_a_home_root_are_unreachable() {
     );
     assert!(out.contains(".ssh/id_rsa: Permission denied"), "{out}");
     assert!(out.contains("keys/worker.nk: Permission denied"), "{out}");
-    // The rest of the home is there to work with.
+    // The rest of the home is there to work with, and the home can be listed.
     let (end, out) = s
-        .run(&s.confined, "echo made > src/new.txt && cat src/new.txt")
+        .run(
+            &s.confined,
+            "echo made > src/new.txt && cat src/new.txt && ls ~ | grep -x src",
+        )
         .await;
     assert_eq!(end.state(), JobState::Succeeded, "{end:?} {out}");
     assert!(out.contains("made"));

@@ -291,6 +291,9 @@ impl Owner {
                 ack(&msg, later()).await;
             }
         }
+        // Slots freed by the ends just written are filled now, not when the events come
+        // back round through the follower.
+        self.route_all().await;
     }
 
     async fn relay_log(

@@ -29,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use rules::{Judgement, Policy, PolicyError, Verdict};
 
+/// At most this many events already at hand are taken in before acting on them.
+const EVENT_BATCH: usize = 512;
+
 /// Settings of the policy service.
 #[derive(Clone)]
 pub struct Config {
@@ -138,22 +141,35 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = follower.next(&mut engine.open) => match next {
-                Some(Ok((stored, change, phase))) => match phase {
-                    Phase::Live => {
-                        if change == Change::Moved(JobState::Planned) {
-                            engine.judge_logged(&stored.event.job_id).await;
-                        }
+            next = follower.next(&mut engine.open) => {
+                // Every event already at hand is taken in, and the plans among them judged
+                // and written together.
+                let mut next = next;
+                let mut planned = Vec::new();
+                for _ in 0..EVENT_BATCH {
+                    match next {
+                        Some(Ok((stored, change, phase))) => match phase {
+                            Phase::Live => {
+                                if change == Change::Moved(JobState::Planned) {
+                                    planned.push(stored.event.job_id);
+                                }
+                            }
+                            Phase::CaughtUp => {
+                                tracing::info!(jobs = engine.open.jobs.len(), "caught up with the event stream");
+                                follower.snapshot(&engine.open, true);
+                                engine.reconcile().await;
+                            }
+                            Phase::Replay => {}
+                        },
+                        Some(Err(e)) => tracing::warn!(error = %e, "following events"),
+                        None => anyhow::bail!("event stream ended"),
                     }
-                    Phase::CaughtUp => {
-                        tracing::info!(jobs = engine.open.jobs.len(), "caught up with the event stream");
-                        follower.snapshot(&engine.open, true);
-                        engine.reconcile().await;
+                    match follower.next_ready(&mut engine.open) {
+                        Some(n) => next = n,
+                        None => break,
                     }
-                    Phase::Replay => {}
-                },
-                Some(Err(e)) => tracing::warn!(error = %e, "following events"),
-                None => anyhow::bail!("event stream ended"),
+                }
+                engine.judge_all(planned).await;
             },
             _ = tick.tick(), if follower.is_live() => {
                 engine.expire_due().await;
@@ -176,69 +192,101 @@ impl Engine {
             .filter(|j| j.judgeable())
             .map(|j| j.id.clone())
             .collect();
-        for id in planned {
-            self.judge_logged(&id).await;
-        }
+        self.judge_all(planned).await;
         self.expire_due().await;
     }
 
-    async fn judge_logged(&mut self, id: &JobId) {
-        if let Err(e) = self.judge(id).await {
-            tracing::error!(job_id = %id, error = %e, "policy could not judge the job");
+    /// Judges the planned jobs among `ids` and writes the decisions, all at once: the
+    /// judging runs concurrently, the events are written concurrently, and what was stored
+    /// is applied to the open set in order.
+    async fn judge_all(&mut self, ids: Vec<JobId>) {
+        let mut seen = std::collections::HashSet::new();
+        let jobs: Vec<Job> = ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .filter_map(|id| self.open.get(&id).filter(|j| j.judgeable()).cloned())
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
+        let this = &*self;
+        let decided = futures::future::join_all(jobs.into_iter().map(|mut job| async move {
+            let kind = this.decide(&mut job).await;
+            (job, kind)
+        }))
+        .await;
+        let written =
+            futures::future::join_all(decided.into_iter().filter_map(|(job, kind)| match kind {
+                Ok(kind) => {
+                    tracing::info!(job_id = %job.id, decision = %kind.state(), "judged");
+                    Some(async move {
+                        let r = this.log.append(&job, kind).await;
+                        (job.id, r)
+                    })
+                }
+                Err(e) => {
+                    tracing::error!(job_id = %job.id, error = %e, "policy could not judge the job");
+                    None
+                }
+            }))
+            .await;
+        for (id, r) in written {
+            match r {
+                Ok(stored) => {
+                    self.open.apply(stored.seq, &stored.event);
+                }
+                // Someone else moved the job first: the stream will say what happened.
+                Err(e) if e.is_race() => {}
+                Err(e) => tracing::error!(job_id = %id, error = %e, "writing the decision"),
+            }
         }
     }
 
-    /// Writes the decision for a planned job.
-    async fn judge(&mut self, id: &JobId) -> anyhow::Result<()> {
-        let Some(job) = self.open.get_mut(id) else {
-            return Ok(());
-        };
-        if !job.judgeable() {
-            return Ok(());
-        }
+    /// The decision about a planned job.
+    async fn decide(&self, job: &mut Job) -> anyhow::Result<EventKind> {
         let steps = self.log.with_steps(job).await?;
-        let job = job.clone();
         let hash = job
             .plan
             .as_ref()
             .map(|p| p.hash.clone())
             .unwrap_or_default();
-        let kind = if plan_hash(&steps) != hash {
-            EventKind::Denied {
+        if plan_hash(&steps) != hash {
+            return Ok(EventKind::Denied {
                 reason: "the plan does not match its hash".into(),
                 by: "policy".into(),
                 steps: vec![],
-            }
-        } else {
+            });
+        }
+        let j = if steps.len() > 8 || serde_json::to_vec(&*steps).map_or(0, |b| b.len()) > 4096 {
             // Judging a large plan takes a while: off the runtime's threads.
             let (policy, plan) = (self.policy.clone(), steps.clone());
-            let j = tokio::task::spawn_blocking(move || policy.judge(&plan)).await?;
-            match j.verdict {
-                Verdict::Allow => EventKind::Approved {
-                    by: "policy".into(),
-                    seal: Some(self.sealer.seal(&job, "policy", j.allowed_env, j.network)?),
-                    reasons: j.reasons,
-                },
-                Verdict::Approve => {
-                    let ttl_ms = self.policy.approval_ttl.as_millis() as i64;
-                    EventKind::AwaitingApproval {
-                        risk: j.risk,
-                        reasons: j.reasons,
-                        plan_hash: hash,
-                        expires_at: skynet_protocol::time::from_unix_ms(
-                            skynet_protocol::time::now_ms() + ttl_ms,
-                        ),
-                    }
-                }
-                Verdict::Deny => EventKind::Denied {
-                    reason: j.reasons.join("; "),
-                    by: "policy".into(),
-                    steps: vec![],
-                },
-            }
+            tokio::task::spawn_blocking(move || policy.judge(&plan)).await?
+        } else {
+            self.policy.judge(&steps)
         };
-        tracing::info!(job_id = %id, decision = %kind.state(), "judged");
-        self.write(&job, kind).await
+        Ok(match j.verdict {
+            Verdict::Allow => EventKind::Approved {
+                by: "policy".into(),
+                seal: Some(self.sealer.seal(job, "policy", j.allowed_env, j.network)?),
+                reasons: j.reasons,
+            },
+            Verdict::Approve => {
+                let ttl_ms = self.policy.approval_ttl.as_millis() as i64;
+                EventKind::AwaitingApproval {
+                    risk: j.risk,
+                    reasons: j.reasons,
+                    plan_hash: hash,
+                    expires_at: skynet_protocol::time::from_unix_ms(
+                        skynet_protocol::time::now_ms() + ttl_ms,
+                    ),
+                }
+            }
+            Verdict::Deny => EventKind::Denied {
+                reason: j.reasons.join("; "),
+                by: "policy".into(),
+                steps: vec![],
+            },
+        })
     }
 
     /// Appends an event on top of the job as this engine saw it, and applies it at once so

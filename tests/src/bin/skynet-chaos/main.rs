@@ -28,7 +28,7 @@ use skynet_runtime::setup::{Existing, ensure_all};
 use tokio::sync::mpsc;
 
 use crate::load::{Kind, Ledger};
-use crate::topology::{OFFLINE_AFTER, Topology};
+use crate::topology::{OFFLINE_AFTER, Shape, Topology};
 
 /// SKYNET's chaos soak: a mixed load under seeded kills, then a table of invariants.
 #[derive(Debug, Parser)]
@@ -119,7 +119,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         },
         dir.display()
     );
-    let topology = Topology::start(&dir, &args.bin_dir, args.sync_always);
+    let topology = Topology::start(&dir, &args.bin_dir, &Shape::soak(args.sync_always));
     let url = topology.nats.url();
     let admin = skynet_runtime::connect(
         &skynet_runtime::NatsArgs {

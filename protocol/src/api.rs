@@ -273,6 +273,9 @@ pub struct WorkerSummary {
     pub arch: String,
     #[serde(default)]
     pub tools: Vec<String>,
+    /// How the worker confines steps: `landlock abi 7`, `best-effort: <why>` or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

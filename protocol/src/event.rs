@@ -222,6 +222,10 @@ pub enum EventKind {
     Running {
         worker: WorkerId,
         attempt: u32,
+        /// How the worker confines the job's steps (`landlock abi 7: ...`, `off`, ...), as
+        /// it reported when it started the attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<String>,
     },
     CancelRequested {
         by: String,
@@ -352,6 +356,7 @@ mod tests {
             kind: EventKind::Running {
                 worker: WorkerId::parse("laptop-1").unwrap(),
                 attempt: 1,
+                sandbox: None,
             },
             at: "2026-11-25T20:00:00.123Z".into(),
         };

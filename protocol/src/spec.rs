@@ -40,6 +40,12 @@ pub struct Grant {
     /// through; the worker drops every other such variable from a step's environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
+    /// Whether the steps may open outbound TCP connections: a person's approval, or a
+    /// policy rule with `network = true` that allowed the plan. The worker's sandbox denies
+    /// TCP connect otherwise (where the kernel can). Left out of the text when false, so
+    /// a grant without network reads as it did before the field existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub network: bool,
     /// Who approved: `policy`, or the person.
     pub by: String,
     /// Unix seconds when policy sealed it.
@@ -249,6 +255,7 @@ mod tests {
             worker: worker.map(|w| WorkerId::parse(w).unwrap()),
             labels: labels.iter().map(|l| l.to_string()).collect(),
             env: vec![],
+            network: false,
             by: "policy".into(),
             issued_at: 1_900_000_000,
             not_after: 2_000_000_000,

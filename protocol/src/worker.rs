@@ -35,6 +35,9 @@ pub struct WorkerInfo {
     /// Per running job, the attempt it runs.
     #[serde(default)]
     pub attempts: std::collections::BTreeMap<JobId, u32>,
+    /// How this worker confines steps: `landlock abi 7`, `best-effort: <why>` or `off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
 }
 
 impl WorkerInfo {
@@ -96,6 +99,9 @@ pub struct ControlReply {
 pub enum WorkerReport {
     Started {
         attempt: u32,
+        /// How the attempt's steps are confined (`landlock abi 7: ...`, `off`, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<String>,
     },
     Finished {
         attempt: u32,
@@ -118,16 +124,13 @@ pub enum WorkerReport {
     /// The attempt ended without an outcome: the worker stopped (crashed, was killed, lost
     /// its connection for longer than its lease) while it ran, and has made sure its
     /// processes are gone. The job's owner treats it like a lost worker.
-    Abandoned {
-        attempt: u32,
-        reason: String,
-    },
+    Abandoned { attempt: u32, reason: String },
 }
 
 impl WorkerReport {
     pub fn attempt(&self) -> u32 {
         match self {
-            WorkerReport::Started { attempt }
+            WorkerReport::Started { attempt, .. }
             | WorkerReport::Finished { attempt, .. }
             | WorkerReport::Refused { attempt, .. }
             | WorkerReport::Abandoned { attempt, .. } => *attempt,
@@ -157,6 +160,7 @@ mod tests {
             session: "s".into(),
             progress: Default::default(),
             attempts: Default::default(),
+            sandbox: None,
         }
     }
 

@@ -418,6 +418,8 @@ impl Stack {
             forbid: vec![],
             redact: vec![],
             artifact_max_bytes: 64 << 20,
+            sandbox: None,
+            protected: vec![],
         }
     }
 

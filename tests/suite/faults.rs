@@ -137,7 +137,10 @@ async fn a_killed_workers_steps_die_with_it_and_a_retry_runs_the_work_once() {
     worker.kill9();
     // The step's shell goes with its worker, without anyone restarting it.
     wait_gone(shell, "the killed worker's step").await;
-    let _other = stack.add_worker(stack.worker_config("heir")).await;
+    // The heir may touch the files the step writes (in the first worker's home).
+    let mut heir = stack.worker_config("heir");
+    heir.roots.push(cfg.home.clone());
+    let _other = stack.add_worker(heir).await;
     let done = stack.wait_terminal(&job).await;
     assert_eq!(done.state(), JobState::Succeeded, "{done:?}");
     assert_eq!(std::fs::read_to_string(&ends).unwrap(), "end 2\n");

@@ -15,6 +15,7 @@ mod planner;
 mod policy_evasions;
 mod restarts;
 mod routing;
+mod sandbox;
 mod security;
 mod sentinel;
 mod telegram;

@@ -290,7 +290,9 @@ impl Job {
                     return Err(illegal(format!("dispatches attempt {attempt}, not {want}")));
                 }
             }
-            EventKind::Running { worker, attempt } => {
+            EventKind::Running {
+                worker, attempt, ..
+            } => {
                 if *attempt != self.attempt || self.worker.as_ref() != Some(worker) {
                     return Err(illegal(format!(
                         "attempt {attempt} on {worker} is not the current one"
@@ -593,10 +595,12 @@ pub(crate) mod tests {
             EventKind::Running {
                 worker: w("b"),
                 attempt: 1,
+                sandbox: None,
             },
             EventKind::Running {
                 worker: w("a"),
                 attempt: 2,
+                sandbox: None,
             },
             EventKind::Queued {
                 attempt: 3,

@@ -124,10 +124,13 @@ pub fn report(job: &Job, worker: &WorkerId, report: &WorkerReport) -> Decision {
     }
     let dispatched = job.state == Some(JobState::Dispatched);
     match report {
-        WorkerReport::Started { .. } if dispatched => Decision::event(EventKind::Running {
-            worker: worker.clone(),
-            attempt,
-        }),
+        WorkerReport::Started { sandbox, .. } if dispatched => {
+            Decision::event(EventKind::Running {
+                worker: worker.clone(),
+                attempt,
+                sandbox: sandbox.clone(),
+            })
+        }
         WorkerReport::Started { .. } => Decision::none(),
         WorkerReport::Refused {
             reason, replayed, ..
@@ -148,6 +151,7 @@ pub fn report(job: &Job, worker: &WorkerId, report: &WorkerReport) -> Decision {
         WorkerReport::Finished { .. } if dispatched => Decision::event(EventKind::Running {
             worker: worker.clone(),
             attempt,
+            sandbox: None,
         }),
         WorkerReport::Finished {
             outcome,
@@ -394,6 +398,7 @@ mod tests {
         EventKind::Running {
             worker: w(worker),
             attempt,
+            sandbox: None,
         }
     }
 
@@ -410,14 +415,39 @@ mod tests {
     fn a_start_is_recorded_once_and_only_for_the_current_attempt() {
         let j = job(r#"{"goal":"g"}"#, vec![dispatched("a", 1)]);
         assert_eq!(
-            report(&j, &w("a"), &WorkerReport::Started { attempt: 1 }).event,
+            report(
+                &j,
+                &w("a"),
+                &WorkerReport::Started {
+                    attempt: 1,
+                    sandbox: None
+                }
+            )
+            .event,
             Some(running("a", 1))
         );
         let j = job(r#"{"goal":"g"}"#, vec![dispatched("a", 1), running("a", 1)]);
-        assert!(report(&j, &w("a"), &WorkerReport::Started { attempt: 1 }).is_none());
+        assert!(
+            report(
+                &j,
+                &w("a"),
+                &WorkerReport::Started {
+                    attempt: 1,
+                    sandbox: None
+                }
+            )
+            .is_none()
+        );
         // Another worker, or another attempt, is stale: told to stop, nothing written.
         for (worker, attempt) in [("b", 1), ("a", 2)] {
-            let d = report(&j, &w(worker), &WorkerReport::Started { attempt });
+            let d = report(
+                &j,
+                &w(worker),
+                &WorkerReport::Started {
+                    attempt,
+                    sandbox: None,
+                },
+            );
             assert_eq!(d.event, None);
             assert_eq!(
                 d.after,

@@ -175,6 +175,7 @@ mod tests {
             worker: None,
             labels: vec![],
             env: vec![],
+            network: false,
             by: "policy".into(),
             issued_at: 0,
             not_after: i64::MAX,

@@ -249,13 +249,13 @@ pub fn workers(workers: &[WorkerSummary]) -> String {
         return "no workers have registered\n".into();
     }
     let mut s = format!(
-        "{:<20} {:<8} {:<9} {:<10} {}\n",
-        "WORKER", "STATUS", "RUNNING", "SEEN", "LABELS"
+        "{:<20} {:<8} {:<9} {:<10} {:<16} {}\n",
+        "WORKER", "STATUS", "RUNNING", "SEEN", "LABELS", "SANDBOX"
     );
     for w in workers {
         let _ = writeln!(
             s,
-            "{:<20} {:<8} {:<9} {:<10} {}",
+            "{:<20} {:<8} {:<9} {:<10} {:<16} {}",
             clip(w.id.as_str(), 20),
             match w.status {
                 WorkerStatus::Online => "online",
@@ -267,7 +267,9 @@ pub fn workers(workers: &[WorkerSummary]) -> String {
                 "-".into()
             } else {
                 w.labels.join(",")
-            }
+            },
+            // Said loudly: a worker whose steps run unconfined.
+            w.sandbox.as_deref().unwrap_or("unknown")
         );
     }
     s

@@ -427,6 +427,7 @@ mod tests {
                 EventKind::Running {
                     worker: WorkerId::parse("w").unwrap(),
                     attempt: 1,
+                    sandbox: None,
                 },
             ),
             ev(
@@ -530,6 +531,7 @@ mod tests {
                 "j",
                 EventKind::Running {
                     worker: w.clone(),
+                    sandbox: None,
                     attempt: 1,
                 },
             ),

@@ -345,6 +345,7 @@ fn list_workers(registry: &Registry, missed: u32) -> WorkersReply {
                 os: w.os.clone(),
                 arch: w.arch.clone(),
                 tools: w.tools.clone(),
+                sandbox: w.sandbox.clone(),
             })
             .collect(),
     }

@@ -101,8 +101,9 @@ struct Sealer {
 }
 
 impl Sealer {
-    /// The grant for approving `job` (by `by`, letting the risky variables `env` through).
-    fn seal(&self, job: &Job, by: &str, env: Vec<String>) -> anyhow::Result<Seal> {
+    /// The grant for approving `job` (by `by`, letting the risky variables `env` through,
+    /// with outbound TCP when `network`).
+    fn seal(&self, job: &Job, by: &str, env: Vec<String>, network: bool) -> anyhow::Result<Seal> {
         let plan = job
             .plan
             .as_ref()
@@ -116,6 +117,7 @@ impl Sealer {
             worker: job.wants.worker.clone(),
             labels: job.wants.labels.clone(),
             env,
+            network,
             by: by.to_owned(),
             issued_at: now,
             not_after: now + self.ttl.as_secs() as i64,
@@ -315,7 +317,7 @@ impl Engine {
         Ok(match j.verdict {
             Verdict::Allow => EventKind::Approved {
                 by: "policy".into(),
-                seal: Some(self.sealer.seal(job, "policy", j.allowed_env)?),
+                seal: Some(self.sealer.seal(job, "policy", j.allowed_env, j.network)?),
                 reasons: j.reasons,
             },
             Verdict::Approve => {
@@ -467,13 +469,14 @@ async fn decide_by_person(
                 return None;
             }
             Some(if approve {
-                // The person saw the plan's variables: the approval lets its risky ones through.
+                // The person saw the plan's variables: the approval lets its risky ones through,
+                // and the plan's network use (the sandbox cannot tell which steps need it).
                 let env = job
                     .steps
                     .as_deref()
                     .map(|steps| policy.judge(steps).allowed_env)
                     .unwrap_or_default();
-                match sealer.seal(job, &by, env) {
+                match sealer.seal(job, &by, env, true) {
                     Ok(seal) => EventKind::Approved {
                         by: by.clone(),
                         reasons: vec![],

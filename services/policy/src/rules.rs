@@ -94,6 +94,8 @@ struct RuleSpec {
     paths: Vec<String>,
     #[serde(default)]
     env: Vec<String>,
+    #[serde(default)]
+    network: bool,
 }
 
 pub(crate) struct Rule {
@@ -108,6 +110,8 @@ pub(crate) struct Rule {
     pub(crate) paths: Vec<Pattern>,
     /// Globs over variable names (upper-cased).
     pub(crate) env: Vec<String>,
+    /// An allow rule that lets the plans it allows open TCP connections.
+    pub(crate) network: bool,
 }
 
 /// A loaded policy.
@@ -152,6 +156,8 @@ pub struct Finding {
     pub risk: Risk,
     pub what: String,
     pub reason: String,
+    /// The finding's rule grants network access (`network = true`).
+    pub network: bool,
 }
 
 /// Policy's judgement of a whole plan.
@@ -166,6 +172,10 @@ pub struct Judgement {
     /// allowed them, or a person approves the plan with them. Sorted, each once; empty when
     /// the plan is denied. The worker drops every risky variable not named here.
     pub allowed_env: Vec<String>,
+    /// Whether the plan may open TCP connections: it is allowed, and a rule with
+    /// `network = true` allowed one of its steps. Policy seals it into the grant; a person's
+    /// approval grants network whatever this says.
+    pub network: bool,
 }
 
 impl Policy {
@@ -225,6 +235,12 @@ fn rule(r: RuleSpec) -> Result<Rule, PolicyError> {
             "env rules judge variables: give them no command, paths or inert".into(),
         ));
     }
+    if r.network && r.verdict != Verdict::Allow {
+        return Err(bad(
+            "network = true belongs on allow rules (a person's approval always grants network)"
+                .into(),
+        ));
+    }
     if r.inert && r.command.is_empty() {
         return Err(bad("inert = true needs command patterns".into()));
     }
@@ -258,5 +274,6 @@ fn rule(r: RuleSpec) -> Result<Rule, PolicyError> {
         inert: r.inert,
         paths,
         env: r.env.iter().map(|e| e.to_ascii_uppercase()).collect(),
+        network: r.network,
     })
 }

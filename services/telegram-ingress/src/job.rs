@@ -357,6 +357,7 @@ mod tests {
             ev(EventKind::Running {
                 worker: w.clone(),
                 attempt: 1,
+                sandbox: None,
             }),
             ev(EventKind::Succeeded(Finished {
                 steps: vec![StepResult {

@@ -693,6 +693,7 @@ mod tests {
             EventKind::Running {
                 worker: w.clone(),
                 attempt: 1,
+                sandbox: None,
             },
         ] {
             s.apply(

@@ -97,6 +97,15 @@ pub struct Ctx {
     pub artifact_max_bytes: u64,
 }
 
+/// What the steps of one attempt run with: the sandbox's spec (JSON, for the supervisor;
+/// `None`: unconfined) and the attempt's private temp dir (its `TMPDIR`).
+pub struct Attempt {
+    pub sandbox: Option<String>,
+    pub tmp: PathBuf,
+    /// Said in the log before each step that runs a process: how it is confined.
+    pub banner: String,
+}
+
 /// How a job ended.
 pub struct Outcome {
     pub state: JobState,
@@ -120,6 +129,7 @@ pub async fn run_job(
     steps_to_run: &[Step],
     timeout_s: u64,
     allowed_env: &[String],
+    attempt: &Attempt,
     ctx: &Ctx,
     rep: &Reporter,
     stop: &StopSignal,
@@ -157,7 +167,17 @@ pub async fn run_job(
             None => job_deadline,
         };
         let started = Instant::now();
-        let end = run_step(i, step, ctx, rep, stop, step_deadline, job_deadline).await;
+        let end = run_step(
+            i,
+            step,
+            attempt,
+            ctx,
+            rep,
+            stop,
+            step_deadline,
+            job_deadline,
+        )
+        .await;
         let duration_ms = started.elapsed().as_millis() as u64;
         let mut result = StepResult {
             index: i,
@@ -307,9 +327,11 @@ async fn save_artifacts(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_step(
     index: usize,
     step: &Step,
+    attempt: &Attempt,
     ctx: &Ctx,
     rep: &Reporter,
     stop: &StopSignal,
@@ -382,13 +404,27 @@ async fn run_step(
                     Err(e) => return End::Refused(e.to_string()),
                 };
                 let r = repo_path.to_string_lossy().into_owned();
+                let mut env = BTreeMap::new();
+                env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
                 let args: Vec<String> = match op {
-                    GitOp::Clone => vec![
-                        "clone".into(),
-                        "--".into(),
-                        url.clone().unwrap_or_default(),
-                        r,
-                    ],
+                    GitOp::Clone => {
+                        let url = url.clone().unwrap_or_default();
+                        // Git itself holds to the same transports, submodules too.
+                        let (source, allow) = match crate::clone::classify(&url) {
+                            Err(why) => return End::Refused(why),
+                            Ok(crate::clone::Source::Remote) => (url, "https:ssh"),
+                            Ok(crate::clone::Source::Local(p)) => {
+                                match ctx.roots.confine(&p, true) {
+                                    Ok(p) => (p.to_string_lossy().into_owned(), "file"),
+                                    Err(e) => {
+                                        return End::Refused(format!("clone source: {e}"));
+                                    }
+                                }
+                            }
+                        };
+                        env.insert("GIT_ALLOW_PROTOCOL".into(), allow.into());
+                        vec!["clone".into(), "--".into(), source, r]
+                    }
                     GitOp::Status => vec!["-C".into(), r, "status".into()],
                     GitOp::Diff => vec!["-C".into(), r, "diff".into()],
                     GitOp::Log => vec![
@@ -415,8 +451,6 @@ async fn run_step(
                     ],
                     GitOp::Push => vec!["-C".into(), r, "push".into()],
                 };
-                let mut env = BTreeMap::new();
-                env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
                 ("git".into(), args, ctx.roots.first().to_path_buf(), env)
             }
             Step::FileRead { path, .. } => return read_file(index, path, ctx, rep).await,
@@ -432,10 +466,12 @@ async fn run_step(
                 return End::Refused("skills must be expanded by the planner".into());
             }
         };
+    rep.system(Some(index), &attempt.banner).await;
     let mut cmd = Command::new(&ctx.supervisor.program);
     cmd.args(crate::supervise::args(
         *ctx.lease.borrow(),
         ctx.kill_grace,
+        attempt.sandbox.as_deref(),
         &program,
         &args,
     ))
@@ -443,6 +479,7 @@ async fn run_step(
     .env_clear()
     .envs(&ctx.env)
     .envs(&extra_env)
+    .env("TMPDIR", &attempt.tmp)
     .env("SKYNET_JOB_ID", rep.job.as_str())
     .env("SKYNET_ATTEMPT", rep.attempt.to_string())
     .env("SKYNET_STEP", index.to_string())

@@ -4,19 +4,23 @@
 //! `SKYNET_WORK`), verifies each (trusted signer, untampered, addressed to this worker, not
 //! expired, not an attempt it already ran), records the attempt before acknowledging it so
 //! it never runs twice, and runs the steps in order: paths confined to its roots, its own
-//! forbidden-command check, a scrubbed environment. Output and results go to its outbox
+//! forbidden-command check, a scrubbed environment, and each step confined by the kernel
+//! ([`sandbox`]: Landlock on Linux). Output and results go to its outbox
 //! (`skynet.out.<id>.<job>.{log,event}`), which the dispatcher relays. It answers stop
 //! requests on `skynet.control.<id>` and heartbeats into the `skynet-workers` registry.
 
 pub mod artifacts;
 pub mod caps;
 pub mod cleanup;
+pub mod clone;
 pub mod exec;
 pub mod guard;
 pub mod outbox;
 pub mod paths;
 pub mod records;
 pub mod redact;
+pub mod sandbox;
+pub mod secrets;
 pub mod supervise;
 
 use std::collections::{BTreeMap, HashMap};
@@ -89,6 +93,12 @@ pub struct Config {
     pub redact: Vec<String>,
     /// The largest file a step may keep as an artifact.
     pub artifact_max_bytes: u64,
+    /// `--sandbox`; `None`: `require` where the kernel can confine steps, best effort
+    /// elsewhere.
+    pub sandbox: Option<sandbox::Mode>,
+    /// The worker's own files besides `data_dir` that no step may reach: its credentials
+    /// directory, seed file, trust file.
+    pub protected: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -100,6 +110,7 @@ impl std::fmt::Debug for Config {
             .field("max_jobs", &self.max_jobs)
             .field("heartbeat", &self.heartbeat)
             .field("trusted_keys", &self.trusted_keys)
+            .field("sandbox", &self.sandbox)
             .field("redact", &format_args!("<{} secrets>", self.redact.len()))
             .finish_non_exhaustive()
     }
@@ -135,6 +146,7 @@ impl Lease {
 struct Worker {
     cfg: Config,
     ctx: exec::Ctx,
+    sandbox: sandbox::Sandbox,
     records: Records,
     outbox: Outbox,
     redact: Arc<redact::Redactor>,
@@ -165,11 +177,16 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     if cfg.max_jobs == 0 {
         return Err(ConfigError::new("--max-jobs", "must be at least 1").into());
     }
+    std::fs::create_dir_all(&cfg.data_dir)?;
+    let mut protected = vec![cfg.data_dir.clone()];
+    protected.extend(cfg.protected.iter().cloned());
     let roots = paths::Roots::new(&cfg.roots, cfg.home.clone())
-        .map_err(|e| ConfigError::new("--root", e))?;
+        .map_err(|e| ConfigError::new("--root", e))?
+        .protecting(&protected);
+    let level = sandbox::decide(cfg.sandbox, sandbox::probe())
+        .map_err(|e| ConfigError::new("--sandbox", e))?;
     let guard =
         guard::Guard::new(&cfg.forbid).map_err(|e| ConfigError::new("--forbid", e.to_string()))?;
-    std::fs::create_dir_all(&cfg.data_dir)?;
     let db = records::open(&cfg.data_dir.join(format!("worker-{}.db", cfg.id)))?;
     let incarnation = records::incarnation(&db)?;
     let records = Records::new(db.clone());
@@ -180,6 +197,19 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         .collect();
     env.insert("HOME".into(), cfg.home.to_string_lossy().into_owned());
     let tools = caps::tools(env.get("PATH").map(String::as_str));
+    let sandbox = sandbox::Sandbox::new(
+        level,
+        roots.list(),
+        &cfg.home,
+        roots.protected(),
+        env.get("PATH").map(String::as_str),
+    );
+    match sandbox.level.warning() {
+        Some(w) => tracing::warn!(sandbox = %sandbox.level.describe(), "{w}"),
+        None => {
+            tracing::info!(sandbox = %sandbox.level.describe(), "steps are confined by the kernel")
+        }
+    }
 
     let js = jetstream::new(client.clone());
     let stream = wait_for_streams(&js, &shutdown).await?;
@@ -208,6 +238,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     };
     let (lease_tx, lease_rx) = watch::channel(0i64);
     let worker = Arc::new(Worker {
+        sandbox,
         redact: Arc::new(redact::Redactor::new(cfg.redact.clone())),
         ctx: exec::Ctx {
             roots,
@@ -552,7 +583,11 @@ impl Worker {
                 return None;
             }
             Seen::Prevented => {
-                rep.report(WorkerReport::Started { attempt }).await;
+                rep.report(WorkerReport::Started {
+                    attempt,
+                    sandbox: None,
+                })
+                .await;
                 rep.last(
                     WorkerReport::Finished {
                         attempt,
@@ -568,16 +603,53 @@ impl Worker {
             Seen::New => {}
         }
         tracing::info!(job_id = %job, attempt, steps = spec.steps.len(), "running");
-        rep.report(WorkerReport::Started { attempt }).await;
+        let tmp = match make_tmp(job, attempt) {
+            Ok(t) => t,
+            Err(e) => {
+                let error = format!("cannot make the attempt's temp dir: {e}");
+                tracing::error!(job_id = %job, attempt, %error);
+                rep.report(WorkerReport::Started {
+                    attempt,
+                    sandbox: None,
+                })
+                .await;
+                rep.last(
+                    WorkerReport::Finished {
+                        attempt,
+                        outcome: JobState::Failed,
+                        steps: vec![],
+                        error: Some(error),
+                    },
+                    "failed",
+                )
+                .await;
+                return Some(JobState::Failed);
+            }
+        };
+        let confinement = exec::Attempt {
+            sandbox: self
+                .sandbox
+                .spec(&tmp, grant.network)
+                .and_then(|s| serde_json::to_string(&s).ok()),
+            tmp: tmp.clone(),
+            banner: self.sandbox.banner(grant.network),
+        };
+        rep.report(WorkerReport::Started {
+            attempt,
+            sandbox: Some(self.sandbox.describe_attempt(grant.network)),
+        })
+        .await;
         let outcome = exec::run_job(
             &spec.steps,
             grant.timeout_s,
             &grant.env,
+            &confinement,
             &self.ctx,
             rep,
             stop,
         )
         .await;
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(tmp)).await;
         if let Some(why) = stop.abandoned() {
             tracing::warn!(job_id = %job, attempt, %why, "attempt abandoned");
             rep.last(
@@ -670,6 +742,7 @@ impl Worker {
             session: self.session.clone(),
             progress,
             attempts,
+            sandbox: Some(self.sandbox.level.describe()),
         }
     }
 
@@ -711,6 +784,18 @@ impl Worker {
             ));
         }
     }
+}
+
+/// A private (0700) temp dir for one attempt, outside every root: the steps' `TMPDIR`, the
+/// only place outside the roots they may write. Removed when the attempt ends.
+fn make_tmp(job: &JobId, attempt: u32) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!(
+        "skynet-{job}-{attempt}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    dir.canonicalize()
 }
 
 /// Rewrites the registry entry twice every interval (so one slow or lost write costs no
@@ -818,6 +903,8 @@ mod tests {
             forbid: vec![],
             redact: vec!["hunter2-secret".into()],
             artifact_max_bytes: 1,
+            sandbox: None,
+            protected: vec![],
         };
         let text = format!("{c:?}");
         assert!(!text.contains("hunter2"), "{text}");

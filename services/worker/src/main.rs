@@ -60,6 +60,13 @@ struct Args {
     /// Names of environment variables whose values are masked in output (comma-separated).
     #[arg(long = "redact-env", env = "SKYNET_REDACT_ENV", value_delimiter = ',')]
     redact_env: Vec<String>,
+
+    /// How steps are confined by the kernel (Landlock on Linux): `require` refuses to start
+    /// where the kernel cannot confine them, `best-effort` runs them unconfined there (and
+    /// says so), `off` never confines. Default: `require` where the kernel can confine
+    /// steps, `best-effort` elsewhere.
+    #[arg(long, env = "SKYNET_SANDBOX", value_enum)]
+    sandbox: Option<skynet_worker::sandbox::Mode>,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +84,25 @@ fn main() -> ExitCode {
     skynet_runtime::service::main_service("skynet-worker", &args.common, |client, token| {
         skynet_worker::run(config.clone(), client, token)
     })
+}
+
+/// The worker's own credentials: its seed file, the directory that holds it (unless that
+/// directory holds a root too: a seed kept in the home itself), and its trust file.
+fn protected(args: &Args, roots: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(seed) = &args.common.nats.seed {
+        let seed = std::path::absolute(seed).unwrap_or_else(|_| seed.clone());
+        if let Some(dir) = seed.parent()
+            && !roots.iter().any(|r| r.starts_with(dir))
+        {
+            out.push(dir.to_path_buf());
+        }
+        out.push(seed);
+    }
+    if let Some(t) = &args.trust_file {
+        out.push(std::path::absolute(t).unwrap_or_else(|_| t.clone()));
+    }
+    out
 }
 
 fn config(args: &Args) -> Result<skynet_worker::Config, ConfigError> {
@@ -123,6 +149,7 @@ fn config(args: &Args) -> Result<skynet_worker::Config, ConfigError> {
         .iter()
         .filter_map(|name| std::env::var(name).ok())
         .collect();
+    let protected = protected(args, &roots);
     Ok(skynet_worker::Config {
         id,
         labels: args
@@ -145,5 +172,7 @@ fn config(args: &Args) -> Result<skynet_worker::Config, ConfigError> {
         forbid: args.forbid.clone(),
         redact,
         artifact_max_bytes: args.artifact_max_bytes,
+        sandbox: args.sandbox,
+        protected,
     })
 }

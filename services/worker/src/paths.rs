@@ -3,7 +3,9 @@
 //! A path is expanded (`~` is the worker user's home, a relative path is relative to the
 //! first root), then resolved on disk: the longest existing prefix is canonicalised (which
 //! follows every symlink) and the rest may not contain `.` or `..`. The result must lie under
-//! one of the canonicalised roots. So neither `..` nor a symlink can lead outside.
+//! one of the canonicalised roots. So neither `..` nor a symlink can lead outside. Nor
+//! inside what no step may reach whatever the policy says ([`crate::secrets::refused`]): the
+//! worker's own data and credentials directories, nkey seed files, `~/.ssh` and the like.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -12,12 +14,16 @@ use std::path::{Component, Path, PathBuf};
 pub struct Roots {
     roots: Vec<PathBuf>,
     home: PathBuf,
+    /// The worker's own directories and files (data, credentials), resolved.
+    protected: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("{0} is outside the worker's roots")]
     Outside(String),
+    #[error("{path} is out of every step's reach: {why}")]
+    Secret { path: String, why: String },
     #[error("{path}: {problem}")]
     Invalid { path: String, problem: String },
 }
@@ -39,7 +45,23 @@ impl Roots {
             }
             out.push(c);
         }
-        Ok(Self { roots: out, home })
+        Ok(Self {
+            roots: out,
+            home,
+            protected: Vec::new(),
+        })
+    }
+
+    /// The same roots, with `protected` (the worker's data and credentials) refused inside
+    /// them; each is resolved as far as it exists.
+    pub fn protecting(mut self, protected: &[PathBuf]) -> Self {
+        self.protected = protected.iter().map(|p| resolve(p)).collect();
+        self
+    }
+
+    /// What no step may reach inside the roots, resolved.
+    pub fn protected(&self) -> &[PathBuf] {
+        &self.protected
     }
 
     pub fn list(&self) -> &[PathBuf] {
@@ -88,9 +110,6 @@ impl Roots {
                 }
             }
         };
-        if must_exist && !rest.is_empty() {
-            return Err(invalid("does not exist"));
-        }
         let mut full = resolved;
         for name in rest.iter().rev() {
             match Path::new(name).components().next() {
@@ -102,10 +121,40 @@ impl Roots {
                 }
             }
         }
-        if self.roots.iter().any(|r| full.starts_with(r)) {
-            Ok(full)
-        } else {
-            Err(PathError::Outside(raw.to_owned()))
+        if !self.roots.iter().any(|r| full.starts_with(r)) {
+            return Err(PathError::Outside(raw.to_owned()));
+        }
+        if let Some(why) = crate::secrets::refused(&full, &self.protected) {
+            return Err(PathError::Secret {
+                path: raw.to_owned(),
+                why,
+            });
+        }
+        if must_exist && !rest.is_empty() {
+            return Err(invalid("does not exist"));
+        }
+        Ok(full)
+    }
+}
+
+/// `p` with its longest existing prefix canonicalised.
+pub fn resolve(p: &Path) -> PathBuf {
+    let mut existing = p;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut full = c;
+            for name in rest.iter().rev() {
+                full.push(name);
+            }
+            return full;
+        }
+        match (existing.file_name(), existing.parent()) {
+            (Some(n), Some(parent)) => {
+                rest.push(n.to_owned());
+                existing = parent;
+            }
+            _ => return p.to_path_buf(),
         }
     }
 }
@@ -168,5 +217,32 @@ mod tests {
             Err(PathError::Invalid { .. })
         ));
         assert!(roots.confine("app/missing", true).is_err());
+    }
+
+    #[test]
+    fn the_worker_s_own_files_and_secrets_are_refused_inside_a_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::create_dir_all(home.join("skynet-data/creds")).unwrap();
+        std::fs::write(home.join(".ssh/id_rsa"), "k").unwrap();
+        std::fs::write(home.join("src.txt"), "x").unwrap();
+        let roots = Roots::new(std::slice::from_ref(&home), home.clone())
+            .unwrap()
+            .protecting(&[home.join("skynet-data"), home.join("worker.seed")]);
+        for bad in [
+            "~/.ssh/id_rsa",
+            "~/.ssh",
+            "~/skynet-data/worker-w.db",
+            "~/skynet-data/creds/admin.nk",
+            "~/keys/policy.nk",
+            "~/.aws/credentials",
+        ] {
+            assert!(
+                matches!(roots.confine(bad, false), Err(PathError::Secret { .. })),
+                "{bad}"
+            );
+        }
+        assert!(roots.confine("~/src.txt", true).is_ok());
     }
 }

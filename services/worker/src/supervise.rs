@@ -1,11 +1,15 @@
 //! The step supervisor: a small process between the worker and each step, so that a step's
 //! processes never outlive their worker.
 //!
-//! The worker starts every step as `<worker binary> __supervise <until> <grace_ms> --
-//! <program> <args>...` in a process group of its own, with a pipe on the supervisor's
+//! The worker starts every step as `<worker binary> __supervise <until> <grace_ms> <sandbox>
+//! -- <program> <args>...` in a process group of its own, with a pipe on the supervisor's
 //! stdin; `until` is the end of the worker's lease, in milliseconds of [`boottime_ms`] (one
-//! clock for every process of the machine). The supervisor makes itself the reaper of the step's orphans
-//! (`PR_SET_CHILD_SUBREAPER`), starts the step in its group, and ends the whole group when
+//! clock for every process of the machine); `sandbox` is the attempt's
+//! [`crate::sandbox::Spec`] as JSON, or `-` for none. The supervisor makes itself the reaper
+//! of the step's orphans (`PR_SET_CHILD_SUBREAPER`), confines itself with the sandbox (so
+//! the step and all it starts are confined: Landlock domains are inherited and cannot be
+//! left; one it cannot apply stops the step with a line on stderr under `require`), starts
+//! the step in its group, and ends the whole group when
 //! - the pipe closes: the worker is gone (killed, crashed, exited);
 //! - the worker sends `S` on it: stop, as asked (a cancel, a time limit, a fenced attempt);
 //! - its lease runs out: the worker extends it (`L<until>` lines on the pipe) each time one
@@ -25,16 +29,25 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::sandbox::Spec;
+
 /// The hidden first argument that makes a worker binary a supervisor.
 pub const SUBCOMMAND: &str = "__supervise";
 
 /// The command line that supervises `program args` (after the supervisor program itself),
-/// with the lease ending at `until` ([`boottime_ms`]).
-pub fn args(until: i64, grace: Duration, program: &str, rest: &[String]) -> Vec<String> {
+/// with the lease ending at `until` ([`boottime_ms`]), confined by `sandbox` (JSON).
+pub fn args(
+    until: i64,
+    grace: Duration,
+    sandbox: Option<&str>,
+    program: &str,
+    rest: &[String],
+) -> Vec<String> {
     let mut v = vec![
         SUBCOMMAND.to_owned(),
         until.to_string(),
         grace.as_millis().to_string(),
+        sandbox.unwrap_or("-").to_owned(),
         "--".to_owned(),
         program.to_owned(),
     ];
@@ -50,27 +63,54 @@ pub fn main_if_asked() -> Option<ExitCode> {
         return None;
     }
     Some(match parse(&args[2..]) {
-        Some((until, grace, program, rest)) => supervise(until, grace, &program, &rest),
+        Some(p) => supervise(p),
         None => {
-            eprintln!("usage: {SUBCOMMAND} <until_ms> <grace_ms> -- <program> [args...]");
+            eprintln!(
+                "usage: {SUBCOMMAND} <until_ms> <grace_ms> <sandbox json|-> -- <program> [args...]"
+            );
             ExitCode::from(64)
         }
     })
 }
 
-fn parse(args: &[String]) -> Option<(i64, Duration, String, Vec<String>)> {
-    let [until, grace, dashes, program, rest @ ..] = args else {
+struct Parsed {
+    until: i64,
+    grace: Duration,
+    sandbox: Option<Spec>,
+    program: String,
+    rest: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Option<Parsed> {
+    // A worker from before the sandbox passes no sandbox argument.
+    if let [until, grace, dashes, program, rest @ ..] = args
+        && dashes == "--"
+    {
+        return Some(Parsed {
+            until: until.parse().ok()?,
+            grace: Duration::from_millis(grace.parse().ok()?),
+            sandbox: None,
+            program: program.clone(),
+            rest: rest.to_vec(),
+        });
+    }
+    let [until, grace, sandbox, dashes, program, rest @ ..] = args else {
         return None;
     };
     if dashes != "--" {
         return None;
     }
-    Some((
-        until.parse().ok()?,
-        Duration::from_millis(grace.parse().ok()?),
-        program.clone(),
-        rest.to_vec(),
-    ))
+    let sandbox = match sandbox.as_str() {
+        "-" => None,
+        json => Some(serde_json::from_str(json).ok()?),
+    };
+    Some(Parsed {
+        until: until.parse().ok()?,
+        grace: Duration::from_millis(grace.parse().ok()?),
+        sandbox,
+        program: program.clone(),
+        rest: rest.to_vec(),
+    })
 }
 
 /// Milliseconds on a clock that keeps counting while the machine sleeps.
@@ -98,16 +138,37 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-fn supervise(until: i64, grace: Duration, program: &str, rest: &[String]) -> ExitCode {
+fn supervise(p: Parsed) -> ExitCode {
+    let Parsed {
+        until,
+        grace,
+        sandbox,
+        program,
+        rest,
+    } = p;
+    let program = program.as_str();
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
         say(&format!(
             "skynet supervisor: cannot reap the step's orphans: {e}"
         ));
     }
+    // Before any thread starts: Landlock confines the calling thread and what it starts.
+    if let Some(spec) = &sandbox {
+        match crate::sandbox::enforce(spec) {
+            Ok(()) => {}
+            Err(e) if spec.require => {
+                say(&format!(
+                    "skynet: cannot confine the step ({e}); not running it (--sandbox require)"
+                ));
+                return ExitCode::from(126);
+            }
+            Err(e) => say(&format!("skynet: the step runs unconfined: {e}")),
+        }
+    }
     let me = nix::unistd::getpid();
     let mut child = match Command::new(program)
-        .args(rest)
+        .args(&rest)
         .stdin(Stdio::null())
         .spawn()
     {
@@ -292,16 +353,28 @@ mod tests {
         let a = args(
             123_456,
             Duration::from_millis(500),
+            None,
             "sh",
             &["-c".into(), "echo -- x".into()],
         );
         assert_eq!(a[0], SUBCOMMAND);
-        let (until, grace, program, rest) = parse(&a[1..]).unwrap();
-        assert_eq!(until, 123_456);
-        assert_eq!(grace, Duration::from_millis(500));
-        assert_eq!(program, "sh");
-        assert_eq!(rest, vec!["-c".to_string(), "echo -- x".to_string()]);
-        assert!(parse(&["1".into(), "2".into(), "x".into(), "sh".into()]).is_none());
+        let p = parse(&a[1..]).unwrap();
+        assert_eq!(p.until, 123_456);
+        assert_eq!(p.grace, Duration::from_millis(500));
+        assert!(p.sandbox.is_none());
+        assert_eq!(p.program, "sh");
+        assert_eq!(p.rest, vec!["-c".to_string(), "echo -- x".to_string()]);
+        assert!(parse(&["1".into(), "2".into(), "-".into(), "x".into(), "sh".into()]).is_none());
+        let spec = Spec {
+            abi: 7,
+            require: true,
+            grants: vec![],
+            holes: vec!["/h/.ssh".into()],
+            network: false,
+        };
+        let json = serde_json::to_string(&spec).unwrap();
+        let a = args(1, Duration::ZERO, Some(&json), "true", &[]);
+        assert_eq!(parse(&a[1..]).unwrap().sandbox, Some(spec));
     }
 
     #[test]

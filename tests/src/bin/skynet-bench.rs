@@ -495,6 +495,7 @@ async fn fill_history(js: &jetstream::Context, n: usize) {
             EventKind::Running {
                 worker: w.clone(),
                 attempt: 1,
+                sandbox: None,
             },
             EventKind::Succeeded(Finished::default()),
         ];

@@ -76,6 +76,8 @@ fn main() -> ExitCode {
                 forbid: vec![],
                 redact: spec.redact,
                 artifact_max_bytes: 64 << 20,
+                sandbox: None,
+                protected: vec![],
             };
             skynet_runtime::service::main_service("skynet-worker", &common, |client, token| {
                 skynet_worker::run(config.clone(), client, token)

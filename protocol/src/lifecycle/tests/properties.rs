@@ -46,7 +46,11 @@ fn event() -> impl Strategy<Value = EventKind> {
             reason: None
         }),
         (worker(), 0u32..5).prop_map(|(worker, attempt)| EventKind::Dispatched { worker, attempt }),
-        (worker(), 0u32..5).prop_map(|(worker, attempt)| EventKind::Running { worker, attempt }),
+        (worker(), 0u32..5).prop_map(|(worker, attempt)| EventKind::Running {
+            worker,
+            attempt,
+            sandbox: None
+        }),
         Just(EventKind::CancelRequested {
             by: "x".into(),
             reason: None
@@ -70,7 +74,10 @@ fn event() -> impl Strategy<Value = EventKind> {
 
 fn report() -> impl Strategy<Value = WorkerReport> {
     prop_oneof![
-        (0u32..4).prop_map(|attempt| WorkerReport::Started { attempt }),
+        (0u32..4).prop_map(|attempt| WorkerReport::Started {
+            attempt,
+            sandbox: None
+        }),
         (
             0u32..4,
             prop_oneof![

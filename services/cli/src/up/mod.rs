@@ -403,6 +403,8 @@ async fn start_services(
             forbid: vec![],
             redact: vec![],
             artifact_max_bytes: 64 << 20,
+            sandbox: None,
+            protected: vec![plan.creds_dir.clone()],
         };
         let name = format!("worker-{}", w.id);
         service!("skynet-worker", &name, move |c, t| {

@@ -72,11 +72,13 @@ pub(super) fn judge(policy: &Policy, steps: &[Step]) -> Judgement {
         allowed_env.sort();
         allowed_env.dedup();
     }
+    let network = verdict == Verdict::Allow && findings.iter().any(|f| f.network);
     Judgement {
         verdict,
         risk,
         reasons,
         allowed_env,
+        network,
     }
 }
 
@@ -102,11 +104,15 @@ impl Judge<'_> {
             risk,
             what: what.to_owned(),
             reason: reason.to_owned(),
+            network: false,
         });
     }
 
     fn rule(&mut self, r: &Rule, what: &str) {
         self.add(r.verdict, r.risk, what, &r.reason);
+        if let Some(f) = self.out.last_mut() {
+            f.network = r.network;
+        }
     }
 
     /// A strict rule's paths met only through something known at run time: ask.

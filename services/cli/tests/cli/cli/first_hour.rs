@@ -95,7 +95,8 @@ fn the_readme_first_examples_run_at_once_and_the_approval_example_asks() {
     assert!(r.ok() && r.stdout().contains("plan hash"), "{}", r.all());
     let status = waiting.wait().unwrap();
     assert!(status.success());
-    assert!(env.home().join("skynet-was-here.txt").is_file());
+    let logs = env.run(&["logs", &job]);
+    assert!(logs.stdout().contains("skynet was here"), "{}", logs.all());
 }
 
 #[test]

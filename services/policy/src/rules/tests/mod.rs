@@ -597,3 +597,81 @@ fn new_policy_keys_are_checked() {
     let p = Policy::from_toml("[defaults]\nverdict = \"allow\"\ndynamic = \"deny\"\n").unwrap();
     assert_eq!(p.judge(&[shell("$x")]).verdict, Verdict::Deny);
 }
+
+mod network {
+    use super::*;
+
+    fn git_clone(url: &str) -> Step {
+        serde_json::from_value(serde_json::json!(
+            {"action": "git", "op": "clone", "repo": "~/src/x", "url": url}
+        ))
+        .unwrap()
+    }
+
+    const WITH_NETWORK: &str = r#"
+[defaults]
+verdict = "approve"
+[[rule]]
+name = "clone from the forge"
+verdict = "allow"
+actions = ["git"]
+git_ops = ["clone"]
+network = true
+[[rule]]
+name = "read"
+verdict = "allow"
+command = ['^cat\s']
+"#;
+
+    #[test]
+    fn a_plan_gets_network_only_from_an_allow_rule_that_says_so() {
+        let p = Policy::from_toml(WITH_NETWORK).unwrap();
+        let j = p.judge(&[git_clone("https://example.com/a.git"), shell("cat x")]);
+        assert_eq!(j.verdict, Verdict::Allow);
+        assert!(j.network);
+        let j = p.judge(&[shell("cat x")]);
+        assert_eq!(j.verdict, Verdict::Allow);
+        assert!(!j.network);
+        // Not allowed by policy: no network from it (a person's approval decides).
+        let j = p.judge(&[git_clone("https://example.com/a.git"), shell("make")]);
+        assert_eq!(j.verdict, Verdict::Approve);
+        assert!(!j.network);
+        // The built-in policy grants network to nothing it allows by itself.
+        assert!(!judgement(&[shell("cat README.md")]).network);
+    }
+
+    #[test]
+    fn network_belongs_on_allow_rules() {
+        let e = Policy::from_toml(
+            "[defaults]\nverdict = \"allow\"\n[[rule]]\nname = \"n\"\nverdict = \"approve\"\nnetwork = true\ncommand = ['^curl']\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("network = true"), "{e}");
+    }
+
+    #[test]
+    fn clone_urls_that_run_programs_are_denied_and_local_ones_asked_about() {
+        for url in ["ext::sh -c touch% x", "fd::3", "https://x/a b"] {
+            assert_eq!(verdict(&[git_clone(url)]), Verdict::Deny, "{url}");
+        }
+        for cmd in [
+            "git clone ext::sh x",
+            "git clone --upload-pack=touch https://x/a",
+            "git clone -u touch https://x/a",
+            "git fetch --upload-pack touch origin",
+        ] {
+            assert_eq!(verdict(&[shell(cmd)]), Verdict::Deny, "{cmd}");
+        }
+        let j = judgement(&[git_clone("file:///srv/x")]);
+        assert_eq!(j.verdict, Verdict::Approve);
+        assert!(
+            j.reasons.iter().any(|r| r.contains("local files")),
+            "{:?}",
+            j.reasons
+        );
+        assert_eq!(
+            verdict(&[git_clone("https://example.com/a.git")]),
+            Verdict::Approve
+        );
+    }
+}

@@ -340,8 +340,12 @@ impl Job {
                 summary,
                 planner,
                 plan_hash,
+                lock,
                 ..
             } => {
+                if self.wants.lock.is_none() {
+                    self.wants.lock = lock.clone();
+                }
                 self.plan = Some(Plan {
                     hash: plan_hash.clone(),
                     summary: summary.clone(),
@@ -544,6 +548,7 @@ pub(crate) mod tests {
             plan_hash: crate::spec::plan_hash(&[]),
             model: None,
             usage: None,
+            lock: None,
         }
     }
 

@@ -506,6 +506,7 @@ mod tests {
                     plan_hash: "h".into(),
                     model: None,
                     usage: None,
+                    lock: None,
                 },
             ),
             ev(

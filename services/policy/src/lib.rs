@@ -9,9 +9,14 @@
 //! its time limit and routing, who approved, until when. Workers run only what a seal they
 //! trust covers; policy takes no part in a job after `approved`.
 //!
-//! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`.
+//! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`, and for schedules
+//! ([`schedules`]) `skynet.api.schedules.approve` and the internal `schedules.judge` (a new
+//! schedule's plan, judged once). A schedule's tick jobs (`requested_by: schedule:<name>`)
+//! are approved by whoever let the schedule run (policy or a person) when their plan is the
+//! schedule's; every other plan of theirs is denied.
 
 pub mod rules;
+mod schedules;
 pub mod shell;
 
 use std::sync::Arc;
@@ -85,6 +90,7 @@ struct Engine {
     sealer: Sealer,
     log: EventLog,
     open: Open,
+    schedules: async_nats::jetstream::kv::Store,
 }
 
 /// Runs policy until `shutdown` is cancelled.
@@ -121,12 +127,24 @@ pub async fn run(
         ));
     }
 
+    let schedules_kv = js
+        .get_key_value(skynet_protocol::streams::SCHEDULES_BUCKET)
+        .await?;
+    schedules::serve(
+        &service,
+        &tasks,
+        schedules_kv.clone(),
+        config.policy.clone(),
+    )
+    .await?;
+
     let (mut follower, open) = Follower::start(&log, &js, "policy").await?;
     let mut engine = Engine {
         policy: config.policy.clone(),
         sealer,
         log: log.clone(),
         open,
+        schedules: schedules_kv,
     };
     if follower.is_live() {
         engine.reconcile().await;
@@ -211,6 +229,25 @@ impl Engine {
             // Judging a large plan takes a while: off the runtime's threads.
             let (policy, plan) = (self.policy.clone(), steps.clone());
             let j = tokio::task::spawn_blocking(move || policy.judge(&plan)).await?;
+            let of_schedule =
+                skynet_protocol::schedule::schedule_of(&job.id, job.wants.requested_by.as_deref());
+            if let Some(name) = of_schedule {
+                let kind = match schedules::tick_approval(&self.schedules, &name, &hash, &j).await?
+                {
+                    Ok(by) => EventKind::Approved {
+                        seal: Some(self.sealer.seal(&job, &by, j.allowed_env)?),
+                        by,
+                        reasons: vec![format!("a tick of schedule {name}")],
+                    },
+                    Err(reason) => EventKind::Denied {
+                        reason,
+                        by: "policy".into(),
+                        steps: vec![],
+                    },
+                };
+                tracing::info!(job_id = %id, schedule = %name, decision = %kind.state(), "judged a tick");
+                return self.write(&job, kind).await;
+            }
             match j.verdict {
                 Verdict::Allow => EventKind::Approved {
                     by: "policy".into(),

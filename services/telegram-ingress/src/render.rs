@@ -608,6 +608,7 @@ mod tests {
                     plan_hash: "0123456789abcdef".repeat(4),
                     model: None,
                     usage: None,
+                    lock: None,
                 },
                 at: "2026-11-25T20:00:00.000Z".into(),
             },

@@ -48,16 +48,20 @@ pub struct TickDecision {
 /// Decides for schedule `s` at `now_s`, its previous job being `prev`.
 pub fn tick(s: &Schedule, cal: &Calendar, prev: Prev, now_s: i64) -> TickDecision {
     let mut out = TickDecision::default();
-    if s.state != ScheduleState::Active {
-        return out;
-    }
     let mut next = s.clone();
     let mut changed = false;
+    // The previous job's state is shown whatever the schedule's state.
     if let Prev::Open(st) | Prev::Ended(st) = prev
         && s.last_state != Some(st)
     {
         next.last_state = Some(st);
         changed = true;
+    }
+    if s.state != ScheduleState::Active {
+        if changed {
+            out.schedule = Some(next);
+        }
+        return out;
     }
     let mut busy = prev.busy();
     if let Some(p) = s.pending_s()
@@ -412,6 +416,10 @@ mod tests {
             tick(&paused, &cal, Prev::None, T0 + 500),
             TickDecision::default()
         );
+        // Only the previous job's state is kept up to date.
+        let d = tick(&paused, &cal, Prev::Ended(JobState::Failed), T0 + 500);
+        assert_eq!((d.submit, d.cancel), (None, None));
+        assert_eq!(d.schedule.unwrap().last_state, Some(JobState::Failed));
         assert_eq!(pause(&paused, "cli:bob", T0 + 2), Ok(None));
         let resumed = resume(&paused, &cal, "cli:bob", T0 + 500).unwrap().unwrap();
         assert_eq!(resumed.next_run_s(), Some(T0 + 540));

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use skynet_protocol::api::{ApiError, CancelRequest};
 use skynet_protocol::lifecycle::Open;
 use skynet_protocol::lifecycle::schedule::{self, Prev, Refusal};
-use skynet_protocol::schedule::{Deleted, ListReply, NameRequest, Schedule, ScheduleState};
+use skynet_protocol::schedule::{Deleted, ListReply, NameRequest, Schedule};
 use skynet_protocol::{JobId, streams, subjects};
 use skynet_runtime::{Shutdown, api};
 use tokio_util::sync::CancellationToken;
@@ -116,15 +116,10 @@ impl Scheduler {
         })
     }
 
-    /// One turn of the clock over every active schedule.
+    /// One turn of the clock over every schedule.
     pub(crate) async fn turn(&mut self, open: &Open, fx: &Effects) {
         let now_s = skynet_protocol::time::now_ms() / 1000;
-        let names: Vec<String> = self
-            .known
-            .iter()
-            .filter(|(_, (s, _))| s.state == ScheduleState::Active)
-            .map(|(n, _)| n.clone())
-            .collect();
+        let names: Vec<String> = self.known.keys().cloned().collect();
         for name in names {
             if let Err(e) = self.turn_one(&name, open, fx, now_s).await {
                 tracing::warn!(schedule = %name, error = %e, "schedule tick");

@@ -515,6 +515,34 @@ mod tests {
     }
 
     #[test]
+    fn only_approvers_approve_schedules_and_only_the_owner_fires_them() {
+        let approve = "skynet.api.schedules.approve";
+        assert!(may_publish(&Role::Cli { approver: true }, approve));
+        assert!(!may_publish(&Role::Cli { approver: false }, approve));
+        assert!(may_publish(
+            &Role::Cli { approver: false },
+            "skynet.api.schedules.create"
+        ));
+        // Judging is asked by the planner only; people never see that endpoint.
+        assert!(may_publish(&Role::Planner, "skynet.api.schedules.judge"));
+        assert!(!may_publish(
+            &Role::Cli { approver: true },
+            "skynet.api.schedules.judge"
+        ));
+        assert!(may_publish(&Role::Dispatcher, "skynet.jobs.submit"));
+        assert!(may_publish(
+            &Role::Dispatcher,
+            "$KV.skynet-schedules.nightly"
+        ));
+        for role in [Role::Ledger, Role::Sentinel, Role::Archiver, Role::Telegram] {
+            assert!(
+                !may_publish(&role, "$KV.skynet-schedules.nightly"),
+                "{role:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_authorization_block_names_every_user() {
         let text = render_authorization(&[
             ("UAAA".into(), Role::Admin),

@@ -468,3 +468,37 @@ async fn bad_input_is_refused_naming_the_field_and_nothing_is_created() {
         assert_eq!(code, 404, "{endpoint}");
     }
 }
+
+#[tokio::test]
+async fn schedules_work_with_every_identity_confined_to_its_permissions() {
+    let mut o = Options {
+        secure: true,
+        workers: vec!["w1"],
+        policy: Some(skynet_tests::PERMISSIVE_POLICY.into()),
+        ..Default::default()
+    };
+    o.timing.unroutable_after = Duration::from_millis(200);
+    let mut stack = Stack::start_with(o).await;
+    let _w = stack.add_worker(stack.worker_config("w1")).await;
+    let cli = stack.connect_as("cli").await;
+    let created: Value = skynet_runtime::api::call(
+        &cli,
+        api::SCHEDULES_CREATE,
+        &json!({"name": "secure", "cron": "@every 1s", "by": "cli:alice",
+                "request": {"steps": [{"action": "shell", "cmd": "echo confined"}]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created["state"], "active");
+    let job = next_tick_job(&stack, "secure", JobState::Succeeded, &[]).await;
+    assert!(stack.output(&job).await.contains("confined"));
+    let paused: Value =
+        skynet_runtime::api::call(&cli, api::SCHEDULES_PAUSE, &json!({"name": "secure"}))
+            .await
+            .unwrap();
+    assert_eq!(paused["state"], "paused");
+    let listed: Value = skynet_runtime::api::call(&cli, api::SCHEDULES_LIST, &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(listed["schedules"][0]["name"], "secure");
+}

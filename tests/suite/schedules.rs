@@ -83,7 +83,13 @@ async fn every_second_makes_one_ordinary_job_per_tick_named_after_the_tick() {
     assert_eq!(s["plan_hash"].as_str().unwrap().len(), 64);
 
     let first = next_tick_job(&stack, "beat", JobState::Succeeded, &[]).await;
-    let second = next_tick_job(&stack, "beat", JobState::Succeeded, &[first.clone()]).await;
+    let second = next_tick_job(
+        &stack,
+        "beat",
+        JobState::Succeeded,
+        std::slice::from_ref(&first),
+    )
+    .await;
     assert!(tick_of(&second, "beat") > tick_of(&first, "beat"));
     let events = stack.events(&first).await;
     let EventKind::Received { request } = &events[0].kind else {
@@ -211,7 +217,13 @@ async fn a_tick_while_the_previous_job_runs_is_skipped_and_recorded_and_pause_re
     .await
     .unwrap();
     assert_eq!(resumed["state"], "active");
-    let after = next_tick_job(&stack, "slow", JobState::Succeeded, &[first.clone()]).await;
+    let after = next_tick_job(
+        &stack,
+        "slow",
+        JobState::Succeeded,
+        std::slice::from_ref(&first),
+    )
+    .await;
     assert!(tick_of(&after, "slow") > tick_of(&first, "slow"));
     let s = get(&stack, "slow").await;
     let audit: Vec<(String, String)> = s["history"]

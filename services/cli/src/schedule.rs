@@ -21,7 +21,7 @@ use crate::submit::{RequestFlags, schedule_request};
 pub enum ScheduleCommand {
     /// Make a job at every tick: `skynet schedule add tests --cron '0 * * * *' -- cargo test`.
     /// The plan is judged once, now; one that needs a person waits for `schedule approve`.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List schedules: state, next and last run, the last job and how it went.
     Ls {
         /// Print the `schedules.list` reply as JSON.
@@ -94,7 +94,8 @@ pub struct AddArgs {
 }
 
 /// Checks the flags before connecting.
-pub fn check(args: AddArgs) -> Result<CreateRequest, ConfigError> {
+pub fn check(args: Box<AddArgs>) -> Result<CreateRequest, ConfigError> {
+    let args = *args;
     let request = schedule_request(RequestFlags {
         goal: args.goal,
         file: args.file,

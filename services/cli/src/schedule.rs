@@ -30,19 +30,32 @@ pub enum ScheduleCommand {
     },
     /// Show one schedule, with its plan and its history (who changed what, skipped ticks).
     Show {
+        /// The schedule's name.
         name: String,
         /// Print the `schedules.get` reply as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Stop making jobs (the running one is left alone).
-    Pause { name: String },
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
     /// Make jobs again, from the next tick on.
-    Resume { name: String },
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
     /// Delete a schedule (its jobs stay).
-    Rm { name: String },
+    Rm {
+        /// The schedule's name.
+        name: String,
+    },
     /// Approve a schedule whose plan needs a person (shows the plan being approved).
-    Approve { name: String },
+    Approve {
+        /// The schedule's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

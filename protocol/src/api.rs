@@ -197,6 +197,10 @@ pub struct DecisionRequest {
     /// decision only applies to that exact plan.
     #[serde(default)]
     pub plan_hash: Option<String>,
+    /// The decider's signature (`skynet_protocol::approval`): with identities on, policy
+    /// records the identity whose key verifies, never `by`, and refuses unsigned decisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::approval::DecisionSignature>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,6 +7,8 @@
 
 pub mod alert;
 pub mod api;
+pub mod approval;
+pub mod artifact;
 pub mod event;
 pub mod ids;
 pub mod job;

@@ -3,8 +3,16 @@
 //! builders means a new subject and the rule that guards it change together.
 //!
 //! Each identity has a private inbox prefix, `_INBOX.<its public key>`, and may subscribe
-//! only there for replies, so nobody reads anybody else's replies. Services answer API
-//! requests through `allow_responses`. A worker may touch only what carries its own id.
+//! only there for replies, so nobody reads anybody else's replies (the CLI included: it
+//! connects with its own prefix like every SKYNET client). Services answer API requests
+//! through `allow_responses`. A worker may touch only what carries its own id.
+//!
+//! Named durable consumers belong to one identity each ([`DURABLES`]). Readers of a stream
+//! follow it with ordered consumers whose names the server (or the client library, after a
+//! reset) makes up, so their consumer API is granted by wildcard; NATS permissions match
+//! whole tokens, never a name's prefix, so every durable of the control plane is instead
+//! denied by name to everyone but its owner: nobody else can create, rewrite, pull from,
+//! acknowledge, inspect or delete it.
 
 use crate::ids::WorkerId;
 use crate::streams;
@@ -52,6 +60,8 @@ impl Role {
 pub struct Permissions {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    /// Never allowed, whatever `publish` says (a deny beats an allow in nats-server).
+    pub publish_deny: Vec<String>,
     /// May reply to requests it received (services answering the API).
     pub allow_responses: bool,
 }
@@ -71,6 +81,7 @@ fn stream_info(stream: &str) -> String {
 fn read(p: &mut Permissions, stream: &str) {
     p.publish.extend([
         stream_info(stream),
+        // Unnamed creates are denied again on streams with durables (see `DURABLES`).
         format!("{JS}.CONSUMER.CREATE.{stream}"),
         format!("{JS}.CONSUMER.CREATE.{stream}.>"),
         format!("{JS}.CONSUMER.INFO.{stream}.>"),
@@ -91,6 +102,41 @@ fn durable(p: &mut Permissions, stream: &str, consumer: &str) {
         format!("{JS}.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
         format!("$JS.ACK.{stream}.{consumer}.>"),
     ]);
+}
+
+/// Every named durable consumer: its stream, its name and the one identity that may use it.
+/// A worker's own consumer on `SKYNET_WORK` is not listed: nobody else reads that stream.
+pub const DURABLES: [(&str, &str, &str); 5] = [
+    (streams::SUBMIT, streams::PLANNER_CONSUMER, "planner"),
+    (streams::OUTBOX, streams::RELAY_CONSUMER, "dispatcher"),
+    (streams::EVENTS, streams::ARCHIVER_CONSUMER, "archiver"),
+    (
+        streams::EVENTS,
+        streams::TELEGRAM_EVENTS_CONSUMER,
+        "telegram",
+    ),
+    (
+        streams::ALERTS,
+        streams::TELEGRAM_ALERTS_CONSUMER,
+        "telegram",
+    ),
+];
+
+/// Everything one can do to the durable `consumer` of `stream`.
+fn durable_subjects(stream: &str, consumer: &str) -> Vec<String> {
+    vec![
+        format!("{JS}.CONSUMER.CREATE.{stream}.{consumer}"),
+        format!("{JS}.CONSUMER.CREATE.{stream}.{consumer}.>"),
+        format!("{JS}.CONSUMER.DURABLE.CREATE.{stream}.{consumer}"),
+        format!("{JS}.CONSUMER.INFO.{stream}.{consumer}"),
+        format!("{JS}.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+        format!("{JS}.CONSUMER.DELETE.{stream}.{consumer}"),
+        format!("{JS}.CONSUMER.PAUSE.{stream}.{consumer}"),
+        format!("{JS}.CONSUMER.UNPIN.{stream}.{consumer}.>"),
+        format!("{JS}.CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}"),
+        format!("$JS.ACK.{stream}.{consumer}.>"),
+        format!("$JS.FC.{stream}.{consumer}.>"),
+    ]
 }
 
 /// Watching a KV bucket (push consumers answer flow control).
@@ -249,6 +295,8 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
                 subjects::WORK_ANY.into(),
                 // Withdrawing an unstarted spec (by subject) when a job moved on.
                 format!("{JS}.STREAM.PURGE.{}", streams::WORK),
+                // Naming the artifacts a job's current worker stored.
+                subjects::artifact_meta_all(),
             ]);
         }
         Role::Ledger => {
@@ -322,14 +370,13 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             read(&mut p, streams::EVENTS);
             read(&mut p, streams::LOGS);
             obj_read(&mut p, streams::ARTIFACTS_BUCKET);
-            // Watching live (`nats sub 'skynet.events.>'`), and standard NATS tools, which
-            // use the shared `_INBOX.` prefix: a CLI may read every job anyway.
+            // Watching live (`nats sub 'skynet.events.>'`). Replies come to its own inbox
+            // only: standard NATS tools need `--inbox-prefix` (see SECURITY.md).
             p.subscribe.extend([
                 "$SRV.>".into(),
                 subjects::EVENTS_ALL.into(),
                 subjects::LOGS_ALL.into(),
                 subjects::ALERTS.into(),
-                "_INBOX.>".into(),
             ]);
         }
         Role::Worker(id) => {
@@ -355,16 +402,28 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
                 stream_info(&format!("KV_{}", streams::WORKERS_BUCKET)),
                 format!("$KV.{}.{id}", streams::WORKERS_BUCKET),
             ]);
-            // Artifacts: new objects only (no purge), and the metadata lookup a put does.
+            // Artifacts: chunks under its own id only; the dispatcher writes the metadata
+            // that names them, for the job's current attempt (`skynet_protocol::artifact`).
             p.publish.extend([
                 stream_info(&format!("OBJ_{}", streams::ARTIFACTS_BUCKET)),
-                format!("{JS}.DIRECT.GET.OBJ_{}.>", streams::ARTIFACTS_BUCKET),
-                format!("{JS}.STREAM.MSG.GET.OBJ_{}", streams::ARTIFACTS_BUCKET),
-                format!("$O.{}.>", streams::ARTIFACTS_BUCKET),
+                subjects::artifact_chunks_of(id),
             ]);
             p.subscribe.push(subjects::control(id));
             // Answering the stop requests it receives.
             p.allow_responses = true;
+        }
+    }
+    if *role != Role::Admin {
+        for (stream, consumer, owner) in DURABLES {
+            if role.name() != owner {
+                p.publish_deny.extend(durable_subjects(stream, consumer));
+            }
+            // The unnamed create: JetStream takes the consumer's name from the request's
+            // config there, so it could name a durable. Readers name their consumers.
+            let unnamed = format!("{JS}.CONSUMER.CREATE.{stream}");
+            if !p.publish_deny.contains(&unnamed) {
+                p.publish_deny.push(unnamed);
+            }
         }
     }
     p
@@ -384,10 +443,18 @@ pub fn render_authorization(users: &[(String, Role)]) -> String {
         };
         out.push_str(&format!("    # {}\n", role.name()));
         out.push_str(&format!("    {{ nkey: \"{key}\", permissions: {{\n"));
-        out.push_str(&format!(
-            "        publish: {{ allow: [{}] }},\n",
-            list(&p.publish)
-        ));
+        if p.publish_deny.is_empty() {
+            out.push_str(&format!(
+                "        publish: {{ allow: [{}] }},\n",
+                list(&p.publish)
+            ));
+        } else {
+            out.push_str(&format!(
+                "        publish: {{ allow: [{}],\n          deny: [{}] }},\n",
+                list(&p.publish),
+                list(&p.publish_deny)
+            ));
+        }
         out.push_str(&format!(
             "        subscribe: {{ allow: [{}] }}",
             list(&p.subscribe)
@@ -427,10 +494,93 @@ mod tests {
     }
 
     fn may_publish(role: &Role, subject: &str) -> bool {
+        let p = permissions(role, "_INBOX.K");
+        p.publish.iter().any(|a| matches(a, subject))
+            && !p.publish_deny.iter().any(|d| matches(d, subject))
+    }
+
+    fn may_subscribe(role: &Role, subject: &str) -> bool {
         permissions(role, "_INBOX.K")
-            .publish
+            .subscribe
             .iter()
-            .any(|p| matches(p, subject))
+            .any(|a| matches(a, subject))
+    }
+
+    fn every_role() -> Vec<Role> {
+        vec![
+            Role::Planner,
+            Role::Policy,
+            Role::Dispatcher,
+            Role::Ledger,
+            Role::Sentinel,
+            Role::Archiver,
+            Role::Telegram,
+            Role::Cli { approver: true },
+            Role::Cli { approver: false },
+            Role::Worker(WorkerId::parse("w1").unwrap()),
+        ]
+    }
+
+    #[test]
+    fn nobody_subscribes_to_another_identitys_inbox() {
+        for role in every_role() {
+            assert!(may_subscribe(&role, "_INBOX.K.abc"), "{role:?}");
+            for other in ["_INBOX.OTHER.abc", "_INBOX.abc", "_INBOX.>", ">"] {
+                assert!(!may_subscribe(&role, other), "{role:?} {other}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_durable_is_used_by_its_owner_only_while_readers_keep_their_ordered_consumers() {
+        for role in every_role() {
+            for (stream, consumer, owner) in DURABLES {
+                let mine = role.name() == owner;
+                for subject in durable_subjects(stream, consumer) {
+                    if !mine {
+                        assert!(!may_publish(&role, &subject), "{role:?} {subject}");
+                    }
+                }
+                if mine {
+                    for s in [
+                        format!("$JS.API.CONSUMER.CREATE.{stream}.{consumer}"),
+                        format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"),
+                        format!("$JS.ACK.{stream}.{consumer}.1.2.3.4.5"),
+                    ] {
+                        assert!(may_publish(&role, &s), "{role:?} {s}");
+                    }
+                }
+            }
+        }
+        // A reader still makes and pulls its own (named) ordered consumers; the unnamed
+        // create, whose config could name a durable, only where no durable lives.
+        let cli = Role::Cli { approver: false };
+        for role in every_role() {
+            for (stream, _, _) in DURABLES {
+                let unnamed = format!("$JS.API.CONSUMER.CREATE.{stream}");
+                assert!(!may_publish(&role, &unnamed), "{role:?} {unnamed}");
+            }
+        }
+        assert!(may_publish(
+            &Role::Planner,
+            "$JS.API.CONSUMER.CREATE.KV_skynet-workers"
+        ));
+        for s in [
+            "$JS.API.CONSUMER.CREATE.SKYNET_LOGS",
+            "$JS.API.CONSUMER.CREATE.SKYNET_EVENTS.x1_2.skynet.events.j1",
+            "$JS.API.CONSUMER.MSG.NEXT.SKYNET_LOGS.Ab12Cd",
+        ] {
+            assert!(may_publish(&cli, s), "{s}");
+        }
+        // The owners' consumers keep their own rights.
+        assert!(may_publish(
+            &Role::Archiver,
+            "$JS.API.CONSUMER.MSG.NEXT.SKYNET_EVENTS.archiver"
+        ));
+        assert!(!may_publish(
+            &Role::Archiver,
+            "$JS.API.CONSUMER.MSG.NEXT.SKYNET_EVENTS.telegram"
+        ));
     }
 
     #[test]
@@ -491,6 +641,20 @@ mod tests {
         assert!(may_publish(
             &me,
             "$JS.API.DIRECT.GET.SKYNET_WORK.skynet.work.w1.job1"
+        ));
+        // Artifacts: its own chunks, never metadata, never another worker's chunks.
+        assert!(may_publish(&me, "$O.skynet-artifacts.C.w1.abc"));
+        for forbidden in [
+            "$O.skynet-artifacts.C.w2.abc",
+            "$O.skynet-artifacts.C.abc",
+            "$O.skynet-artifacts.M.ajEvcmVwb3J0LnR4dA==",
+            "$JS.API.STREAM.PURGE.OBJ_skynet-artifacts",
+        ] {
+            assert!(!may_publish(&me, forbidden), "{forbidden}");
+        }
+        assert!(may_publish(
+            &Role::Dispatcher,
+            "$O.skynet-artifacts.M.ajEvcmVwb3J0LnR4dA=="
         ));
         let subs = permissions(&me, "_INBOX.K").subscribe;
         assert_eq!(subs, ["_INBOX.K.>", "skynet.control.w1"]);

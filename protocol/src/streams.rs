@@ -377,6 +377,13 @@ pub fn telegram_alerts_consumer() -> pull::Config {
     }
 }
 
+/// A fresh name for an ordered (ephemeral) consumer. Readers name theirs: the unnamed
+/// create subject (`$JS.API.CONSUMER.CREATE.<stream>`) would let a config naming a durable
+/// rewrite it, so it is denied on every stream with durables (see `permissions`).
+pub fn ordered_consumer_name() -> String {
+    format!("r{}", uuid::Uuid::new_v4().simple())
+}
+
 /// The name of `worker`'s work consumer.
 pub fn work_consumer_name(worker: &WorkerId) -> String {
     format!("worker-{worker}")

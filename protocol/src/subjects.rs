@@ -4,9 +4,11 @@
 //! Public (the contract): `skynet.jobs.submit`, `skynet.api.*`, `skynet.events.<job>`,
 //! `skynet.logs.<job>`, `skynet.alerts`, `skynet.rejected`.
 //! Internal: `skynet.work.<worker>.<job>` (execution specs for one worker),
-//! `skynet.out.<worker>.<job>.{event,log}` (what a worker reports, attributable to it because
-//! the server only lets a worker publish under its own id), `skynet.control.<worker>`
-//! (cancel requests to a worker) and the `skynet-workers` KV bucket (the worker registry).
+//! `skynet.out.<worker>.<job>.{event,log,artifact}` (what a worker reports, attributable to it
+//! because the server only lets a worker publish under its own id), `skynet.control.<worker>`
+//! (cancel requests to a worker), the `skynet-workers` KV bucket (the worker registry) and the
+//! `skynet-artifacts` object store's chunks, which a worker writes under its own id
+//! (`$O.skynet-artifacts.C.<worker>.<id>`), and metadata, which only the dispatcher writes.
 
 use crate::ids::{JobId, WorkerId};
 
@@ -119,6 +121,8 @@ pub enum OutKind {
     Event,
     /// Raw output bytes.
     Log,
+    /// The metadata of an artifact whose chunks the worker stored (JSON `ObjectInfo`).
+    Artifact,
 }
 
 impl OutKind {
@@ -126,6 +130,7 @@ impl OutKind {
         match self {
             OutKind::Event => "event",
             OutKind::Log => "log",
+            OutKind::Artifact => "artifact",
         }
     }
 }
@@ -137,6 +142,32 @@ pub fn outbox(worker: &WorkerId, job: &JobId, kind: OutKind) -> String {
 /// Everything one worker may publish to its outbox.
 pub fn outbox_filter(worker: &WorkerId) -> String {
     format!("{OUTBOX_PREFIX}{worker}.>")
+}
+
+/// Where worker `worker` stores the chunks of the artifact `id` (the object's `nuid` is
+/// `<worker>.<id>`, so the chunks of each worker's objects lie under its own id).
+pub fn artifact_chunks(nuid: &str) -> String {
+    format!("$O.{}.C.{nuid}", crate::streams::ARTIFACTS_BUCKET)
+}
+
+/// Every chunk subject worker `worker` may write.
+pub fn artifact_chunks_of(worker: &WorkerId) -> String {
+    format!("$O.{}.C.{worker}.>", crate::streams::ARTIFACTS_BUCKET)
+}
+
+/// The metadata subject of the artifact object `name`.
+pub fn artifact_meta(name: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "$O.{}.M.{}",
+        crate::streams::ARTIFACTS_BUCKET,
+        base64::engine::general_purpose::URL_SAFE.encode(name)
+    )
+}
+
+/// Every artifact metadata subject.
+pub fn artifact_meta_all() -> String {
+    format!("$O.{}.M.>", crate::streams::ARTIFACTS_BUCKET)
 }
 
 pub fn control(worker: &WorkerId) -> String {
@@ -161,6 +192,7 @@ pub fn parse_outbox(subject: &str) -> Option<(WorkerId, JobId, OutKind)> {
     let kind = match parts.next()? {
         "event" => OutKind::Event,
         "log" => OutKind::Log,
+        "artifact" => OutKind::Artifact,
         _ => return None,
     };
     if parts.next().is_some() {
@@ -215,6 +247,7 @@ mod tests {
             work_filter(&w),
             outbox(&w, &j, OutKind::Event),
             outbox(&w, &j, OutKind::Log),
+            outbox(&w, &j, OutKind::Artifact),
             outbox_filter(&w),
             control(&w),
         ]
@@ -224,6 +257,22 @@ mod tests {
             assert!(s.starts_with("skynet."), "{s}");
             assert!(valid_subject(&s), "{s}");
         }
+    }
+
+    #[test]
+    fn artifact_subjects_keep_each_workers_chunks_apart() {
+        let w = WorkerId::parse("w1").unwrap();
+        for s in [
+            artifact_chunks("w1.abc"),
+            artifact_chunks_of(&w),
+            artifact_meta("j1/report.txt"),
+            artifact_meta_all(),
+        ] {
+            assert!(s.starts_with("$O.skynet-artifacts."), "{s}");
+            assert!(valid_subject(&s), "{s}");
+        }
+        assert_eq!(artifact_chunks("w1.abc"), "$O.skynet-artifacts.C.w1.abc");
+        assert_eq!(artifact_chunks_of(&w), "$O.skynet-artifacts.C.w1.>");
     }
 
     #[test]
@@ -245,6 +294,10 @@ mod tests {
         assert_eq!(
             parse_outbox(&outbox(&w, &j, OutKind::Log)),
             Some((w.clone(), j.clone(), OutKind::Log))
+        );
+        assert_eq!(
+            parse_outbox(&outbox(&w, &j, OutKind::Artifact)),
+            Some((w.clone(), j.clone(), OutKind::Artifact))
         );
         assert_eq!(parse_outbox("skynet.out.w1.j1.other"), None);
         assert_eq!(parse_outbox("skynet.out.w1.j1.log.x"), None);

@@ -151,6 +151,11 @@ impl NatsServer {
         self.dir.path()
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
     /// Kills the server abruptly (SIGKILL), keeping its store.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

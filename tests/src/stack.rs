@@ -260,6 +260,43 @@ impl Stack {
         (client, rx)
     }
 
+    /// The body of a `jobs.approve` (or, `approve` false, `jobs.deny`) for `job`'s plan
+    /// `plan_hash`, signed by identity `name` (auth on) as `skynet approve` signs it, and
+    /// claiming the free-text `by`.
+    pub fn signed_decision(
+        &self,
+        name: &str,
+        job: &JobId,
+        plan_hash: &str,
+        approve: bool,
+        by: &str,
+    ) -> serde_json::Value {
+        use skynet_protocol::approval::{Decision, Verdict, sign};
+        let creds = self.creds.as_ref().expect("auth is off");
+        let key = skynet_runtime::args::read_seed(&creds.seed_path(name), name)
+            .expect("seed")
+            .key_pair()
+            .expect("key");
+        let verdict = if approve {
+            Verdict::Approve
+        } else {
+            Verdict::Deny
+        };
+        let decision = Decision {
+            job_id: job,
+            plan_hash,
+            verdict,
+        };
+        let signature = sign(
+            &key,
+            &decision,
+            skynet_protocol::time::now_ms() / 1000,
+            None,
+        )
+        .expect("signing");
+        serde_json::json!({"job_id": job, "plan_hash": plan_hash, "by": by, "signature": signature})
+    }
+
     /// A client connected as identity `name`.
     pub async fn connect_as(&self, name: &str) -> Client {
         skynet_runtime::connect(&self.nats_args(&self.nats.url(), name), name)
@@ -301,6 +338,12 @@ impl Stack {
                     policy: Arc::new(policy),
                     signing_key: self.signer.clone(),
                     grant_ttl: Duration::from_secs(24 * 3600),
+                    deciders: match &self.creds {
+                        Some(c) => skynet_policy::Deciders::File(
+                            c.dir().join(skynet_policy::APPROVERS_FILE),
+                        ),
+                        None => skynet_policy::Deciders::Anyone,
+                    },
                 };
                 tokio::spawn(skynet_policy::run(config, client, t))
             }
@@ -465,6 +508,7 @@ impl Stack {
                     .get_stream(skynet_protocol::streams::EVENTS)
                     .await?
                     .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                        name: Some(skynet_protocol::streams::ordered_consumer_name()),
                         filter_subject: subjects::events(job),
                         ..Default::default()
                     })
@@ -560,7 +604,10 @@ impl Stack {
             .await
             .expect("alerts stream");
         let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                name: Some(skynet_protocol::streams::ordered_consumer_name()),
+                ..Default::default()
+            })
             .await
             .expect("consumer");
         let mut messages = consumer.messages().await.expect("messages");
@@ -706,8 +753,17 @@ pub struct TelegramHandle {
 
 impl Stack {
     /// Starts the Telegram ingress (`skynet_telegram_ingress::run`) against this stack.
-    pub async fn start_telegram(&self, config: skynet_telegram_ingress::Config) -> TelegramHandle {
+    pub async fn start_telegram(
+        &self,
+        mut config: skynet_telegram_ingress::Config,
+    ) -> TelegramHandle {
         let client = self.connect_as("telegram").await;
+        // With identities on, the ingress signs its approvers' decisions with its own key.
+        if let Some(creds) = &self.creds {
+            let seed = skynet_runtime::args::read_seed(&creds.seed_path("telegram"), "telegram")
+                .expect("telegram seed");
+            config.signer = Some(Arc::new(seed.key_pair().expect("telegram key")));
+        }
         let token = CancellationToken::new();
         let handle = tokio::spawn(skynet_telegram_ingress::run(config, client, token.clone()));
         TelegramHandle {

@@ -7,6 +7,7 @@ mod archive;
 mod evasions;
 mod execution;
 mod faults;
+mod identity;
 mod intake;
 mod kit_smoke;
 mod pipeline;

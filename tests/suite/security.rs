@@ -83,11 +83,11 @@ async fn the_whole_pipeline_runs_with_every_identity_confined_to_its_permissions
 
     // Approval by the approving CLI identity.
     let gated = stack.submit_shell("approve-me now").await;
-    stack.wait_state(&gated, JobState::AwaitingApproval).await;
+    let waiting = stack.wait_state(&gated, JobState::AwaitingApproval).await;
     let reply: skynet_protocol::api::StateReply = skynet_runtime::api::call(
         &cli,
         subjects::api::JOBS_APPROVE,
-        &serde_json::json!({"job_id": gated, "by": "cli:test"}),
+        &stack.signed_decision("cli", &gated, &plan_hash(&waiting), true, "cli:test"),
     )
     .await
     .unwrap();
@@ -110,6 +110,14 @@ async fn the_whole_pipeline_runs_with_every_identity_confined_to_its_permissions
         JobState::Cancelled
     );
     let _ = Duration::ZERO;
+}
+
+/// The plan hash an `awaiting_approval` event shows.
+pub(crate) fn plan_hash(waiting: &skynet_protocol::Event) -> String {
+    match &waiting.kind {
+        skynet_protocol::EventKind::AwaitingApproval { plan_hash, .. } => plan_hash.clone(),
+        other => panic!("not awaiting approval: {other:?}"),
+    }
 }
 
 /// Waits for the server to refuse an action on `subject` (a permissions violation).
@@ -229,7 +237,7 @@ async fn the_cli_identity_submits_reads_and_cancels_but_only_approvers_approve()
     stack.nats.reconfigure(&conf);
 
     let gated = stack.submit_shell("approve-me please").await;
-    stack.wait_state(&gated, JobState::AwaitingApproval).await;
+    let waiting = stack.wait_state(&gated, JobState::AwaitingApproval).await;
     stack.ledger_state(&gated, JobState::AwaitingApproval).await;
     let (viewer, mut errors) = stack.raw_client("cli-viewer").await;
     let body = serde_json::json!({"job_id": gated}).to_string();
@@ -260,8 +268,11 @@ async fn the_cli_identity_submits_reads_and_cancels_but_only_approvers_approve()
     }
     subscribe_refused(&cli, &mut errors, "skynet.work.>").await;
     subscribe_refused(&cli, &mut errors, "skynet.control.w1").await;
+    let signed = stack
+        .signed_decision("cli", &gated, &plan_hash(&waiting), true, "cli")
+        .to_string();
     let reply = cli
-        .request(subjects::api(subjects::api::JOBS_APPROVE), body.into())
+        .request(subjects::api(subjects::api::JOBS_APPROVE), signed.into())
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&reply.payload).contains("approved"));
@@ -597,6 +608,12 @@ async fn the_telegram_ingress_runs_approves_and_relays_alerts_with_its_own_ident
         &format!("approve:{job}"),
     );
     assert_eq!(fake.wait_answer(&press).await.text, "Approved.");
+    // Recorded as the Telegram user the ingress signed for, through its own key.
+    let approved = stack.wait_state(&job, JobState::Approved).await;
+    let skynet_protocol::EventKind::Approved { by, .. } = &approved.kind else {
+        unreachable!()
+    };
+    assert_eq!(by, "telegram:1001");
     assert_eq!(stack.wait_terminal(&job).await.state(), JobState::Succeeded);
     assert!(w.home().join("tg.txt").exists());
 

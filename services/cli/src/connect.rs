@@ -17,6 +17,8 @@ use crate::paths;
 pub struct Conn {
     pub client: Client,
     refusals: broadcast::Sender<String>,
+    /// The identity's key, which signs approvals and denials (none when anonymous).
+    pub signer: Option<std::sync::Arc<nkeys::KeyPair>>,
 }
 
 /// Where the identity came from.
@@ -79,7 +81,17 @@ pub async fn connect(args: &NatsArgs, name: &str) -> anyhow::Result<Conn> {
             args.url
         ),
     };
-    Ok(Conn { client, refusals })
+    let signer = match &args.seed {
+        Some(seed) => Some(std::sync::Arc::new(
+            skynet_runtime::args::read_seed(seed, "--nats-seed")?.key_pair()?,
+        )),
+        None => None,
+    };
+    Ok(Conn {
+        client,
+        refusals,
+        signer,
+    })
 }
 
 fn explain(args: &NatsArgs, kind: ConnectErrorKind, text: &str) -> anyhow::Error {

@@ -412,6 +412,7 @@ async fn check_clock(r: &mut Report, conn: &Conn) {
         let stream = js.get_stream_no_info(streams::EVENTS).await.ok()?;
         let consumer = stream
             .create_consumer(OrderedConfig {
+                name: Some(streams::ordered_consumer_name()),
                 filter_subject: subjects::events(&probe),
                 ..Default::default()
             })

@@ -309,6 +309,25 @@ async fn decide(conn: &Conn, d: Decision, approve: bool) -> anyhow::Result<ExitC
     } else {
         subjects::api::JOBS_DENY
     };
+    // The decision is signed with this identity's key: policy records the identity whose
+    // signature verifies, not the `by` name.
+    let signature = match (&conn.signer, &job.plan_hash) {
+        (Some(key), Some(hash)) => Some(skynet_protocol::approval::sign(
+            key,
+            &skynet_protocol::approval::Decision {
+                job_id: &job.job_id,
+                plan_hash: hash,
+                verdict: if approve {
+                    skynet_protocol::approval::Verdict::Approve
+                } else {
+                    skynet_protocol::approval::Verdict::Deny
+                },
+            },
+            skynet_protocol::time::now_ms() / 1000,
+            None,
+        )?),
+        _ => None,
+    };
     let reply: StateReply = conn
         .call(
             endpoint,
@@ -317,6 +336,7 @@ async fn decide(conn: &Conn, d: Decision, approve: bool) -> anyhow::Result<ExitC
                 by: Some(me()),
                 reason: d.reason,
                 plan_hash: job.plan_hash.clone(),
+                signature,
             },
         )
         .await?;

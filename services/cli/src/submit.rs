@@ -465,6 +465,7 @@ async fn events(js: &jetstream::Context, job: &JobId) -> anyhow::Result<EventStr
     let stream = js.get_stream_no_info(streams::EVENTS).await?;
     let consumer = stream
         .create_consumer(OrderedConfig {
+            name: Some(streams::ordered_consumer_name()),
             filter_subject: subjects::events(job),
             deliver_policy: DeliverPolicy::All,
             max_expires: Duration::from_secs(5),

@@ -44,6 +44,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::effects::{Done, Effects};
 
+/// At most this many events already at hand are taken in before acting on them.
+const EVENT_BATCH: usize = 512;
+
 /// Settings of the dispatcher.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -129,18 +132,31 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = follower.next(&mut d.open) => match next {
-                Some(Ok((stored, change, phase))) => match phase {
-                    Phase::Live => d.react(&stored.event.job_id, change).await,
-                    Phase::CaughtUp => {
-                        tracing::info!(jobs = d.open.jobs.len(), "dispatcher caught up");
-                        follower.snapshot(&d.open, true);
-                        d.reconcile().await;
+            next = follower.next(&mut d.open) => {
+                // Every event already at hand is taken in, then acted on at once: a burst of
+                // approvals is routed (and its specs written) together, not one by one.
+                let mut next = next;
+                let mut moved = Vec::new();
+                for _ in 0..EVENT_BATCH {
+                    match next {
+                        Some(Ok((stored, change, phase))) => match phase {
+                            Phase::Live => d.note(stored.event.job_id, change, &mut moved),
+                            Phase::CaughtUp => {
+                                tracing::info!(jobs = d.open.jobs.len(), "dispatcher caught up");
+                                follower.snapshot(&d.open, true);
+                                d.reconcile().await;
+                            }
+                            Phase::Replay => {}
+                        },
+                        Some(Err(e)) => tracing::warn!(error = %e, "following events"),
+                        None => anyhow::bail!("event stream ended"),
                     }
-                    Phase::Replay => {}
-                },
-                Some(Err(e)) => tracing::warn!(error = %e, "following events"),
-                None => anyhow::bail!("event stream ended"),
+                    match follower.next_ready(&mut d.open) {
+                        Some(n) => next = n,
+                        None => break,
+                    }
+                }
+                d.react(moved).await;
             },
             Some(update) = registry.recv() => d.on_registry(update, follower.is_live()).await,
             Some(c) = conditions.recv() => d.on_condition(c, follower.is_live()).await,
@@ -252,37 +268,6 @@ impl Owner {
         out
     }
 
-    /// Decides about one job with `decide` and carries it out, deciding again after every
-    /// event written (one input can take a job through more than one state) and after every
-    /// race (on the job read afresh). `fresh` reads the job from the log first when this copy
-    /// does not know it.
-    async fn act<F>(&mut self, id: &JobId, fresh: bool, mut decide: F) -> anyhow::Result<()>
-    where
-        F: FnMut(&Job, &mut Nudge) -> Decision,
-    {
-        if fresh && self.open.get(id).is_none() {
-            self.refresh(id).await?;
-        }
-        for _ in 0..8 {
-            let Some(job) = self.open.get(id) else {
-                return Ok(());
-            };
-            let nudge = self.nudges.entry(id.clone()).or_default();
-            let decision = decide(job, nudge);
-            if decision.is_none() {
-                return Ok(());
-            }
-            let wrote = decision.event.is_some();
-            match self.execute(vec![(id.clone(), decision)]).await.pop() {
-                Some((_, Step::Wrote)) if wrote => {}
-                Some((_, Step::Raced)) => {}
-                Some((_, Step::Failed(e))) => return Err(e),
-                _ => return Ok(()),
-            }
-        }
-        anyhow::bail!("job {id} keeps changing; gave up deciding")
-    }
-
     /// Decides with `decide` about each of `ids` and carries all of it out at once, deciding
     /// again (for the jobs that moved) until nothing more is to be done.
     async fn act_each<F>(&mut self, mut ids: Vec<JobId>, what: &str, mut decide: F)
@@ -320,15 +305,6 @@ impl Owner {
         }
     }
 
-    async fn act_logged<F>(&mut self, id: &JobId, what: &str, decide: F)
-    where
-        F: FnMut(&Job, &mut Nudge) -> Decision,
-    {
-        if let Err(e) = self.act(id, false, decide).await {
-            tracing::warn!(job_id = %id, error = %e, "{what}");
-        }
-    }
-
     /// After (re)starting: route what waits, act on workers already offline, and let the
     /// clock catch up with everything on a worker.
     async fn reconcile(&mut self) {
@@ -341,26 +317,40 @@ impl Owner {
     }
 
     /// A new event, already applied to the open set.
-    async fn react(&mut self, id: &JobId, change: Change) {
+    /// Takes in what one new event (already applied to the open set) changed: which jobs
+    /// want routing, and which may sit on a worker this copy knows is lost.
+    fn note(&mut self, id: JobId, change: Change, moved: &mut Vec<JobId>) {
         match change {
             Change::Moved(JobState::Approved | JobState::Queued) => self.reroute = true,
-            Change::Moved(JobState::Dispatched | JobState::Running) => {
-                // Another copy may have dispatched it to a worker this copy thinks offline.
-                if let Some(w) = self.open.get(id).and_then(|j| j.worker.clone())
-                    && self.offline.contains(&w)
-                {
-                    let w2 = w.clone();
-                    self.act_logged(id, "moving a job off a lost worker", move |job, _| {
-                        owner::worker_lost(job, &w2)
-                    })
-                    .await;
-                }
-            }
+            Change::Moved(JobState::Dispatched | JobState::Running) => moved.push(id),
             Change::Ended(_) => {
-                self.nudges.remove(id);
+                self.nudges.remove(&id);
                 self.reroute = true;
             }
             _ => {}
+        }
+    }
+
+    /// Acts on a batch of new events: jobs another copy dispatched to a worker this copy
+    /// thinks offline are moved off it, then everything waiting is routed once.
+    async fn react(&mut self, moved: Vec<JobId>) {
+        let lost: Vec<JobId> = moved
+            .into_iter()
+            .filter(|id| {
+                self.open
+                    .get(id)
+                    .and_then(|j| j.worker.as_ref())
+                    .is_some_and(|w| self.offline.contains(w))
+            })
+            .collect();
+        if !lost.is_empty() {
+            self.act_each(lost, "moving a job off a lost worker", |job, _| {
+                match job.worker.clone() {
+                    Some(w) => owner::worker_lost(job, &w),
+                    None => Decision::none(),
+                }
+            })
+            .await;
         }
         if self.reroute {
             self.route_all().await;
@@ -400,7 +390,7 @@ impl Owner {
     }
 
     /// Routes every waiting job.
-    async fn route_all(&mut self) {
+    pub(crate) async fn route_all(&mut self) {
         if !self.reroute {
             return;
         }

@@ -1,4 +1,6 @@
-//! The relay of worker reports: `SKYNET_OUTBOX` (consumer `relay`) into events and logs.
+//! The relay of worker reports: `SKYNET_OUTBOX` (consumer `relay`) into events, logs and
+//! the names of artifacts (`skynet-artifacts` metadata, which no worker may write itself:
+//! see `skynet_protocol::artifact`).
 //!
 //! A report or a chunk of output is judged against the job as the log says, never only
 //! against this copy's view: when the view does not show the attempt as current, the job is
@@ -109,6 +111,39 @@ impl Relay {
         }
     }
 
+    /// Names an artifact the job's worker stored, replacing an object of the same name.
+    async fn publish_artifact(
+        &mut self,
+        job: &JobId,
+        attempt: u32,
+        accepted: skynet_protocol::artifact::Accepted,
+        msg: jetstream::Message,
+    ) {
+        let mut h = HeaderMap::new();
+        h.insert(async_nats::header::NATS_ROLLUP, "sub");
+        let publish = PublishMessage::build()
+            .payload(accepted.body.into())
+            .headers(h);
+        match self.js.send_publish(accepted.subject, publish).await {
+            Ok(stored) => {
+                self.inflight.push_back(Inflight {
+                    stored,
+                    msg,
+                    job: job.clone(),
+                    attempt,
+                });
+                if self.inflight.len() >= MAX_INFLIGHT {
+                    self.flush().await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job, error = %e, "naming an artifact; will retry");
+                self.unstored.insert((job.clone(), attempt));
+                ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+    }
+
     async fn publish_log(&mut self, job: &JobId, attempt: u32, msg: jetstream::Message) {
         let mut h = HeaderMap::new();
         for name in [
@@ -180,7 +215,9 @@ impl Owner {
                 continue;
             };
             match kind {
-                OutKind::Log => self.relay_log(relay, worker, job, msg).await,
+                OutKind::Log | OutKind::Artifact => {
+                    self.relay_output(relay, worker, job, kind, msg).await
+                }
                 OutKind::Event => match serde_json::from_slice::<WorkerReport>(&msg.payload) {
                     Ok(r) => match reports.iter_mut().find(|(j, _)| j == &job) {
                         Some((_, q)) => q.push_back((worker, r, msg)),
@@ -291,13 +328,19 @@ impl Owner {
                 ack(&msg, later()).await;
             }
         }
+        // Slots freed by the ends just written are filled now, not when the events come
+        // back round through the follower.
+        self.route_all().await;
     }
 
-    async fn relay_log(
+    /// Output and artifacts: kept only from the worker of the job's current attempt (or
+    /// of the attempt that ended it).
+    async fn relay_output(
         &mut self,
         relay: &mut Relay,
         worker: WorkerId,
         job: JobId,
+        kind: OutKind,
         msg: jetstream::Message,
     ) {
         let Some(attempt) = header(&msg, headers::ATTEMPT).and_then(|a| a.parse::<u32>().ok())
@@ -325,7 +368,18 @@ impl Owner {
                 }
             },
         };
-        if keep {
+        if keep && kind == OutKind::Artifact {
+            match skynet_protocol::artifact::accept(&msg.payload, &job, &worker) {
+                Ok(accepted) => {
+                    tracing::debug!(worker = %worker, job_id = %job, name = %accepted.name, "artifact");
+                    relay.publish_artifact(&job, attempt, accepted, msg).await;
+                }
+                Err(e) => {
+                    tracing::warn!(worker = %worker, job_id = %job, error = %e, "artifact refused");
+                    ack(&msg, AckKind::Term).await;
+                }
+            }
+        } else if keep {
             relay.publish_log(&job, attempt, msg).await;
         } else {
             tracing::info!(worker = %worker, job_id = %job, attempt, "output of a stale attempt dropped");

@@ -9,21 +9,25 @@
 //! its time limit and routing, who approved, until when. Workers run only what a seal they
 //! trust covers; policy takes no part in a job after `approved`.
 //!
-//! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`, and for schedules
-//! ([`schedules`]) `skynet.api.schedules.approve` and the internal `schedules.judge` (a new
-//! schedule's plan, judged once). A schedule's tick jobs (`requested_by: schedule:<name>`)
-//! are approved by whoever let the schedule run (policy or a person) when their plan is the
-//! schedule's; every other plan of theirs is denied.
+//! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`. A person's decision records
+//! the identity whose signature verifies (`skynet_protocol::approval`), never the request's
+//! free-text `by`. For schedules ([`schedules`]) it serves `skynet.api.schedules.approve`
+//! and the internal `schedules.judge` (a new schedule's plan, judged once); a schedule's
+//! tick jobs (`requested_by: schedule:<name>`) are approved by whoever let the schedule run
+//! (policy or a person) when their plan is the schedule's; every other plan of theirs is
+//! denied.
 
 pub mod rules;
 mod schedules;
 pub mod shell;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
 use skynet_protocol::api::{ApiError, DecisionRequest, StateReply};
+use skynet_protocol::approval::{Approvers, Decision};
 use skynet_protocol::lifecycle::{Change, Job, Open};
 use skynet_protocol::spec::{Grant, Seal, plan_hash};
 use skynet_protocol::{EventKind, JobId, JobState, subjects};
@@ -34,6 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use rules::{Judgement, Policy, PolicyError, Verdict};
 
+/// At most this many events already at hand are taken in before acting on them.
+const EVENT_BATCH: usize = 512;
+
 /// Settings of the policy service.
 #[derive(Clone)]
 pub struct Config {
@@ -42,6 +49,42 @@ pub struct Config {
     pub signing_key: Arc<nkeys::KeyPair>,
     /// How long an approval stays good for starting attempts of its job.
     pub grant_ttl: Duration,
+    /// Whose approvals and denials count.
+    pub deciders: Deciders,
+}
+
+/// Whose decisions policy accepts, by default: the `approvers` file given; else, with an
+/// identity (`seed`), the `approvers` file next to its seed in the credentials directory;
+/// else (no identities on the bus) anyone.
+pub fn deciders_for(
+    seed: Option<&std::path::Path>,
+    approvers: Option<&std::path::Path>,
+) -> Deciders {
+    match (approvers, seed) {
+        (Some(file), _) => Deciders::File(file.to_path_buf()),
+        (None, Some(seed)) => Deciders::File(
+            seed.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(APPROVERS_FILE),
+        ),
+        (None, None) => Deciders::Anyone,
+    }
+}
+
+/// The name of the approvers file in a credentials directory.
+pub const APPROVERS_FILE: &str = "approvers";
+
+/// Whose decisions policy accepts.
+#[derive(Debug, Clone)]
+pub enum Deciders {
+    /// A bus without identities (a development server without auth): nobody can be
+    /// verified, so the name a request gives is recorded, never policy's own.
+    Anyone,
+    /// Decisions signed by these identities only.
+    Known(Approvers),
+    /// Decisions signed by the identities listed in this file (`approvers` in a
+    /// credentials directory), read at each decision so a new approver counts at once.
+    File(PathBuf),
 }
 
 impl std::fmt::Debug for Config {
@@ -50,6 +93,7 @@ impl std::fmt::Debug for Config {
             .field("policy", &self.policy)
             .field("signer", &self.signing_key.public_key())
             .field("grant_ttl", &self.grant_ttl)
+            .field("deciders", &self.deciders)
             .finish()
     }
 }
@@ -117,12 +161,21 @@ pub async fn run(
         let log = log.clone();
         let sealer = sealer.clone();
         let policy = config.policy.clone();
+        let deciders = Arc::new(config.deciders.clone());
         tasks.tasks.spawn(api::serve(
             api::endpoint(&service, endpoint).await?,
             tasks.clone(),
             move |req: DecisionRequest| {
-                let (log, sealer, policy) = (log.clone(), sealer.clone(), policy.clone());
-                async move { decide_by_person(&log, &sealer, &policy, req, approve).await }
+                let (log, sealer, policy, deciders) = (
+                    log.clone(),
+                    sealer.clone(),
+                    policy.clone(),
+                    deciders.clone(),
+                );
+                async move {
+                    let by = who_decided(&deciders, &req, approve).await?;
+                    decide_by_person(&log, &sealer, &policy, req, by, approve).await
+                }
             },
         ));
     }
@@ -154,22 +207,35 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            next = follower.next(&mut engine.open) => match next {
-                Some(Ok((stored, change, phase))) => match phase {
-                    Phase::Live => {
-                        if change == Change::Moved(JobState::Planned) {
-                            engine.judge_logged(&stored.event.job_id).await;
-                        }
+            next = follower.next(&mut engine.open) => {
+                // Every event already at hand is taken in, and the plans among them judged
+                // and written together.
+                let mut next = next;
+                let mut planned = Vec::new();
+                for _ in 0..EVENT_BATCH {
+                    match next {
+                        Some(Ok((stored, change, phase))) => match phase {
+                            Phase::Live => {
+                                if change == Change::Moved(JobState::Planned) {
+                                    planned.push(stored.event.job_id);
+                                }
+                            }
+                            Phase::CaughtUp => {
+                                tracing::info!(jobs = engine.open.jobs.len(), "caught up with the event stream");
+                                follower.snapshot(&engine.open, true);
+                                engine.reconcile().await;
+                            }
+                            Phase::Replay => {}
+                        },
+                        Some(Err(e)) => tracing::warn!(error = %e, "following events"),
+                        None => anyhow::bail!("event stream ended"),
                     }
-                    Phase::CaughtUp => {
-                        tracing::info!(jobs = engine.open.jobs.len(), "caught up with the event stream");
-                        follower.snapshot(&engine.open, true);
-                        engine.reconcile().await;
+                    match follower.next_ready(&mut engine.open) {
+                        Some(n) => next = n,
+                        None => break,
                     }
-                    Phase::Replay => {}
-                },
-                Some(Err(e)) => tracing::warn!(error = %e, "following events"),
-                None => anyhow::bail!("event stream ended"),
+                }
+                engine.judge_all(planned).await;
             },
             _ = tick.tick(), if follower.is_live() => {
                 engine.expire_due().await;
@@ -192,88 +258,119 @@ impl Engine {
             .filter(|j| j.judgeable())
             .map(|j| j.id.clone())
             .collect();
-        for id in planned {
-            self.judge_logged(&id).await;
-        }
+        self.judge_all(planned).await;
         self.expire_due().await;
     }
 
-    async fn judge_logged(&mut self, id: &JobId) {
-        if let Err(e) = self.judge(id).await {
-            tracing::error!(job_id = %id, error = %e, "policy could not judge the job");
+    /// Judges the planned jobs among `ids` and writes the decisions, all at once: the
+    /// judging runs concurrently, the events are written concurrently, and what was stored
+    /// is applied to the open set in order.
+    async fn judge_all(&mut self, ids: Vec<JobId>) {
+        let mut seen = std::collections::HashSet::new();
+        let jobs: Vec<Job> = ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .filter_map(|id| self.open.get(&id).filter(|j| j.judgeable()).cloned())
+            .collect();
+        if jobs.is_empty() {
+            return;
+        }
+        let this = &*self;
+        let decided = futures::future::join_all(jobs.into_iter().map(|mut job| async move {
+            let kind = this.decide(&mut job).await;
+            (job, kind)
+        }))
+        .await;
+        let written =
+            futures::future::join_all(decided.into_iter().filter_map(|(job, kind)| match kind {
+                Ok(kind) => {
+                    tracing::info!(job_id = %job.id, decision = %kind.state(), "judged");
+                    Some(async move {
+                        let r = this.log.append(&job, kind).await;
+                        (job.id, r)
+                    })
+                }
+                Err(e) => {
+                    tracing::error!(job_id = %job.id, error = %e, "policy could not judge the job");
+                    None
+                }
+            }))
+            .await;
+        for (id, r) in written {
+            match r {
+                Ok(stored) => {
+                    self.open.apply(stored.seq, &stored.event);
+                }
+                // Someone else moved the job first: the stream will say what happened.
+                Err(e) if e.is_race() => {}
+                Err(e) => tracing::error!(job_id = %id, error = %e, "writing the decision"),
+            }
         }
     }
 
-    /// Writes the decision for a planned job.
-    async fn judge(&mut self, id: &JobId) -> anyhow::Result<()> {
-        let Some(job) = self.open.get_mut(id) else {
-            return Ok(());
-        };
-        if !job.judgeable() {
-            return Ok(());
-        }
+    /// The decision about a planned job.
+    async fn decide(&self, job: &mut Job) -> anyhow::Result<EventKind> {
         let steps = self.log.with_steps(job).await?;
-        let job = job.clone();
         let hash = job
             .plan
             .as_ref()
             .map(|p| p.hash.clone())
             .unwrap_or_default();
-        let kind = if plan_hash(&steps) != hash {
-            EventKind::Denied {
+        if plan_hash(&steps) != hash {
+            return Ok(EventKind::Denied {
                 reason: "the plan does not match its hash".into(),
                 by: "policy".into(),
                 steps: vec![],
-            }
-        } else {
+            });
+        }
+        let j = if steps.len() > 8 || serde_json::to_vec(&*steps).map_or(0, |b| b.len()) > 4096 {
             // Judging a large plan takes a while: off the runtime's threads.
             let (policy, plan) = (self.policy.clone(), steps.clone());
-            let j = tokio::task::spawn_blocking(move || policy.judge(&plan)).await?;
-            let of_schedule =
-                skynet_protocol::schedule::schedule_of(&job.id, job.wants.requested_by.as_deref());
-            if let Some(name) = of_schedule {
-                let kind = match schedules::tick_approval(&self.schedules, &name, &hash, &j).await?
-                {
-                    Ok(by) => EventKind::Approved {
-                        seal: Some(self.sealer.seal(&job, &by, j.allowed_env)?),
-                        by,
-                        reasons: vec![format!("a tick of schedule {name}")],
-                    },
-                    Err(reason) => EventKind::Denied {
-                        reason,
-                        by: "policy".into(),
-                        steps: vec![],
-                    },
-                };
-                tracing::info!(job_id = %id, schedule = %name, decision = %kind.state(), "judged a tick");
-                return self.write(&job, kind).await;
-            }
-            match j.verdict {
-                Verdict::Allow => EventKind::Approved {
-                    by: "policy".into(),
-                    seal: Some(self.sealer.seal(&job, "policy", j.allowed_env)?),
-                    reasons: j.reasons,
+            tokio::task::spawn_blocking(move || policy.judge(&plan)).await?
+        } else {
+            self.policy.judge(&steps)
+        };
+        let of_schedule =
+            skynet_protocol::schedule::schedule_of(&job.id, job.wants.requested_by.as_deref());
+        if let Some(name) = of_schedule {
+            let kind = match schedules::tick_approval(&self.schedules, &name, &hash, &j).await? {
+                Ok(by) => EventKind::Approved {
+                    seal: Some(self.sealer.seal(job, &by, j.allowed_env)?),
+                    by,
+                    reasons: vec![format!("a tick of schedule {name}")],
                 },
-                Verdict::Approve => {
-                    let ttl_ms = self.policy.approval_ttl.as_millis() as i64;
-                    EventKind::AwaitingApproval {
-                        risk: j.risk,
-                        reasons: j.reasons,
-                        plan_hash: hash,
-                        expires_at: skynet_protocol::time::from_unix_ms(
-                            skynet_protocol::time::now_ms() + ttl_ms,
-                        ),
-                    }
-                }
-                Verdict::Deny => EventKind::Denied {
-                    reason: j.reasons.join("; "),
+                Err(reason) => EventKind::Denied {
+                    reason,
                     by: "policy".into(),
                     steps: vec![],
                 },
+            };
+            tracing::info!(job_id = %job.id, schedule = %name, decision = %kind.state(), "judged a tick");
+            return Ok(kind);
+        }
+        Ok(match j.verdict {
+            Verdict::Allow => EventKind::Approved {
+                by: "policy".into(),
+                seal: Some(self.sealer.seal(job, "policy", j.allowed_env)?),
+                reasons: j.reasons,
+            },
+            Verdict::Approve => {
+                let ttl_ms = self.policy.approval_ttl.as_millis() as i64;
+                EventKind::AwaitingApproval {
+                    risk: j.risk,
+                    reasons: j.reasons,
+                    plan_hash: hash,
+                    expires_at: skynet_protocol::time::from_unix_ms(
+                        skynet_protocol::time::now_ms() + ttl_ms,
+                    ),
+                }
             }
-        };
-        tracing::info!(job_id = %id, decision = %kind.state(), "judged");
-        self.write(&job, kind).await
+            Verdict::Deny => EventKind::Denied {
+                reason: j.reasons.join("; "),
+                by: "policy".into(),
+                steps: vec![],
+            },
+        })
     }
 
     /// Appends an event on top of the job as this engine saw it, and applies it at once so
@@ -313,20 +410,77 @@ impl Engine {
     }
 }
 
-/// `jobs.approve` / `jobs.deny`: only a job awaiting approval can be decided, and only for
-/// the plan the person saw when they give its hash.
+/// Who made a decision: the identity whose signature verifies. Only on a bus without
+/// identities is the request's own `by` taken, and never when it names policy.
+async fn who_decided(
+    deciders: &Deciders,
+    req: &DecisionRequest,
+    approve: bool,
+) -> Result<String, ApiError> {
+    let known = match deciders {
+        Deciders::Anyone => {
+            let by = req
+                .by
+                .as_deref()
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .unwrap_or("api");
+            return if claims_to_be_policy(by) {
+                Err(ApiError::forbidden(format!(
+                    "{by:?} is not a person: only policy itself decides as policy"
+                )))
+            } else {
+                Ok(by.to_owned())
+            };
+        }
+        Deciders::Known(known) => known.clone(),
+        Deciders::File(path) => {
+            let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                ApiError::internal(format!("reading approvers {}: {e}", path.display()))
+            })?;
+            Approvers::parse(&text).map_err(|e| ApiError::internal(e.to_string()))?
+        }
+    };
+    let sig = req.signature.as_ref().ok_or_else(|| {
+        ApiError::forbidden(
+            "a decision must be signed with the approver's key (skynet approve and the \
+             Telegram ingress sign with their NATS seed)",
+        )
+    })?;
+    let plan_hash = req
+        .plan_hash
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("a signed decision names the plan_hash it signed"))?;
+    let decision = Decision {
+        job_id: &req.job_id,
+        plan_hash,
+        verdict: if approve {
+            skynet_protocol::approval::Verdict::Approve
+        } else {
+            skynet_protocol::approval::Verdict::Deny
+        },
+    };
+    known
+        .verify(sig, &decision, skynet_protocol::time::now_ms() / 1000)
+        .map_err(|e| ApiError::forbidden(e.to_string()))
+}
+
+/// Names only policy's own decisions carry.
+fn claims_to_be_policy(by: &str) -> bool {
+    let b = by.to_ascii_lowercase();
+    b == "policy" || b.starts_with("policy:") || b.starts_with("schedule:")
+}
+
+/// `jobs.approve` / `jobs.deny` by `by` (verified): only a job awaiting approval can be
+/// decided, and only for the plan the person saw when they give its hash.
 async fn decide_by_person(
     log: &EventLog,
     sealer: &Sealer,
     policy: &Policy,
     req: DecisionRequest,
+    by: String,
     approve: bool,
 ) -> Result<StateReply, ApiError> {
-    let by = req
-        .by
-        .clone()
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or_else(|| "api".into());
     if let Some(h) = &req.plan_hash
         && (h.len() < 12 || !h.chars().all(|c| c.is_ascii_hexdigit()))
     {
@@ -417,9 +571,19 @@ mod tests {
             policy: Arc::new(Policy::builtin().unwrap()),
             signing_key: Arc::new(key),
             grant_ttl: Duration::from_secs(60),
+            deciders: Deciders::Anyone,
         };
         let text = format!("{config:?}");
         assert!(!text.contains(&seed), "{text}");
         assert!(text.contains(&config.signing_key.public_key()));
+    }
+
+    #[test]
+    fn nobody_decides_in_policys_name() {
+        for name in ["policy", " Policy", "POLICY:x", "schedule:nightly"] {
+            assert!(claims_to_be_policy(name.trim()), "{name}");
+        }
+        assert!(!claims_to_be_policy("alice"));
+        assert!(!claims_to_be_policy("telegram:1001"));
     }
 }

@@ -31,6 +31,12 @@ struct Args {
     #[arg(long = "approval-ttl", env = "SKYNET_APPROVAL_TTL", value_parser = humantime::parse_duration)]
     approval_ttl: Option<Duration>,
 
+    /// The identities whose signed approvals and denials count (`approvers` in a credentials
+    /// directory). Default: the `approvers` file next to --nats-seed; without an identity
+    /// (no auth), decisions are taken as named.
+    #[arg(long = "approvers", env = "SKYNET_POLICY_APPROVERS_FILE")]
+    approvers: Option<PathBuf>,
+
     /// Print the built-in policy and exit.
     #[arg(long = "print-default")]
     print_default: bool,
@@ -83,5 +89,9 @@ fn config(args: &Args) -> Result<skynet_policy::Config, ConfigError> {
         policy: Arc::new(policy),
         signing_key: Arc::new(signing_key),
         grant_ttl: args.grant_ttl,
+        deciders: skynet_policy::deciders_for(
+            args.common.nats.seed.as_deref(),
+            args.approvers.as_deref(),
+        ),
     })
 }

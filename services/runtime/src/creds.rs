@@ -1,5 +1,5 @@
 //! A credentials directory: one nkey seed per identity (mode 0600), the list of identities,
-//! the policy key workers trust, and the nats-server configuration that gives each identity
+//! the policy key workers trust, the approvers policy accepts decisions from, and the nats-server configuration that gives each identity
 //! exactly its permissions (see `skynet_protocol::permissions`). Written by `skynet creds`
 //! and `skynet up`; read by tests.
 
@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use skynet_protocol::WorkerId;
+use skynet_protocol::approval::{Approver, ApproverKind, Approvers};
 use skynet_protocol::permissions::{Role, render_authorization};
 
 use crate::args::{ConfigError, read_seed};
@@ -220,6 +221,29 @@ impl CredsDir {
         render_authorization(&users)
     }
 
+    /// The identities whose signed decisions policy accepts: approving CLIs and the
+    /// Telegram ingress (which decides for its approvers).
+    pub fn approvers(&self) -> Approvers {
+        Approvers(
+            self.index
+                .identities
+                .iter()
+                .filter_map(|i| {
+                    let kind = match i.role()? {
+                        Role::Cli { approver: true } => ApproverKind::Cli,
+                        Role::Telegram => ApproverKind::Telegram,
+                        _ => return None,
+                    };
+                    Some(Approver {
+                        kind,
+                        name: i.name.clone(),
+                        public_key: i.public_key.clone(),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// A complete nats-server configuration.
     pub fn server_config(&self) -> String {
         let s = &self.index.server;
@@ -256,6 +280,7 @@ impl CredsDir {
             "trusted-keys",
             format!("# The key skynet-policy signs execution specs with.\n{policy}\n"),
         )?;
+        write("approvers", self.approvers().render())?;
         Ok(())
     }
 }
@@ -286,6 +311,12 @@ mod tests {
         assert!(conf.contains("skynet.control.laptop-1"));
         let trusted = std::fs::read_to_string(dir.join("trusted-keys")).unwrap();
         assert!(trusted.contains(&policy_key));
+        // Policy accepts decisions from the approving CLI and the Telegram ingress only.
+        let approvers = std::fs::read_to_string(dir.join("approvers")).unwrap();
+        let approvers = skynet_protocol::approval::Approvers::parse(&approvers).unwrap();
+        let names: Vec<&str> = approvers.0.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&"cli") && names.contains(&"telegram"));
         // Rotation gives a new key, and the configuration follows.
         let old_cli = c.identity("cli").unwrap().public_key.clone();
         let new_cli = c.rotate("cli").unwrap().public_key;

@@ -265,6 +265,7 @@ impl EventLog {
         let consumer = self
             .stream
             .create_consumer(OrderedConfig {
+                name: Some(streams::ordered_consumer_name()),
                 filter_subject: subjects::EVENTS_ALL.into(),
                 deliver_policy,
                 max_expires: FOLLOW_EXPIRES,

@@ -155,6 +155,20 @@ impl Follower {
         Some(Ok((stored, change, phase)))
     }
 
+    /// The next event if it is already at hand, without waiting: `None` when none is ready,
+    /// `Some(None)` when the stream ended. A service drains these after [`Follower::next`]
+    /// to act on many events at once.
+    #[allow(clippy::type_complexity)]
+    pub fn next_ready(
+        &mut self,
+        open: &mut Open,
+    ) -> Option<Option<anyhow::Result<(Stored, Change, Phase)>>> {
+        use futures::FutureExt as _;
+        // Polling `next` once and dropping it is safe: the event stream loses nothing when a
+        // pending `next` is dropped, and a ready one is applied before it returns.
+        self.next(open).now_or_never()
+    }
+
     /// Writes a snapshot of `open` when it moved on and the last one is old enough (or at
     /// once with `force`, as at shutdown and when caught up). The write runs in the
     /// background; at most one at a time.

@@ -49,6 +49,7 @@ pub async fn read_subject(
     };
     let consumer = stream
         .create_consumer(OrderedConfig {
+            name: Some(streams::ordered_consumer_name()),
             filter_subject: subject.into(),
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
@@ -94,6 +95,7 @@ pub async fn follow(
     let stream = js.get_stream_no_info(streams::LOGS).await?;
     let consumer = stream
         .create_consumer(OrderedConfig {
+            name: Some(streams::ordered_consumer_name()),
             filter_subject: subjects::logs(job),
             deliver_policy: DeliverPolicy::All,
             max_expires: Duration::from_secs(5),

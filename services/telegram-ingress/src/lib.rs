@@ -127,6 +127,9 @@ pub struct Config {
     pub tail_lines: usize,
     /// How often a running job's status is refreshed when nothing else changes.
     pub heartbeat: Duration,
+    /// The ingress's own NATS key (its `--nats-seed`): it signs each approver's decision,
+    /// naming the Telegram user, so policy records who decided. None without identities.
+    pub signer: Option<std::sync::Arc<nkeys::KeyPair>>,
 }
 
 impl Config {
@@ -145,6 +148,7 @@ impl Config {
             poll_timeout: Duration::from_secs(10),
             tail_lines: 15,
             heartbeat: Duration::from_secs(15),
+            signer: None,
         }
     }
 
@@ -362,7 +366,7 @@ pub async fn run(config: Config, nats: Client, shutdown: CancellationToken) -> a
         shutdown.clone(),
     ));
 
-    Handler::new(hub, nats.clone(), me)
+    Handler::new(hub, nats.clone(), me, config.signer.clone())
         .poll(config.poll_timeout, shutdown.clone())
         .await;
     tasks.drain(Duration::from_secs(10)).await;

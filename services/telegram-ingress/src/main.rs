@@ -48,7 +48,13 @@ fn config(args: &Args) -> Result<Config, ConfigError> {
 
 fn main() -> ExitCode {
     let args: Args = parse_args();
-    let config = match config(&args) {
+    let config = match config(&args).and_then(|mut c| {
+        if let Some(seed) = &args.common.nats.seed {
+            let key = skynet_runtime::args::read_seed(seed, "--nats-seed")?.key_pair()?;
+            c.signer = Some(std::sync::Arc::new(key));
+        }
+        Ok(c)
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("skynet-telegram: {e}");

@@ -49,6 +49,8 @@ pub struct Handler {
     pub hub: Arc<Hub>,
     pub nats: Client,
     pub me: Me,
+    /// Signs decisions for the approvers (see `Config::signer`).
+    signer: Option<Arc<nkeys::KeyPair>>,
     refused: HashMap<u64, Instant>,
 }
 
@@ -61,11 +63,12 @@ enum Need {
 }
 
 impl Handler {
-    pub fn new(hub: Arc<Hub>, nats: Client, me: Me) -> Self {
+    pub fn new(hub: Arc<Hub>, nats: Client, me: Me, signer: Option<Arc<nkeys::KeyPair>>) -> Self {
         Self {
             hub,
             nats,
             me,
+            signer,
             refused: HashMap::new(),
         }
     }
@@ -625,11 +628,35 @@ impl Handler {
         } else {
             subjects::api::JOBS_DENY
         };
+        // Signed for this user: policy records `telegram:<uid>` because the ingress's key
+        // says so, not because the request does.
+        let signature = match (&self.signer, &plan_hash) {
+            (Some(key), Some(hash)) => skynet_protocol::approval::sign(
+                key,
+                &skynet_protocol::approval::Decision {
+                    job_id: job,
+                    plan_hash: hash,
+                    verdict: if approve {
+                        skynet_protocol::approval::Verdict::Approve
+                    } else {
+                        skynet_protocol::approval::Verdict::Deny
+                    },
+                },
+                skynet_protocol::time::now_ms() / 1000,
+                Some(uid.to_string()),
+            )
+            .map_err(|e| {
+                tracing::warn!(error = %e, "signing a decision");
+            })
+            .ok(),
+            _ => None,
+        };
         let request = DecisionRequest {
             job_id: job.clone(),
             by: Some(format!("{}{uid}", crate::TELEGRAM_PREFIX)),
             reason,
             plan_hash,
+            signature,
         };
         call(&self.nats, endpoint, &request).await
     }

@@ -1,12 +1,17 @@
 //! Uploading the files steps declare as `artifacts` to the `skynet-artifacts` object store,
 //! under `<job_id>/<path>`. Every match must lie inside the worker's roots, and a file over
-//! the size cap is an error, not a silent omission.
+//! the size cap is an error, not a silent omission. The worker stores the chunks under its
+//! own id and reports the object's metadata through its outbox; the dispatcher names the
+//! object for the job's current attempt only (`skynet_protocol::artifact`).
 
 use std::path::{Path, PathBuf};
 
-use async_nats::jetstream::object_store::{ObjectMetadata, ObjectStore};
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectOptions};
 use globset::Glob;
-use skynet_protocol::{JobId, streams};
+use skynet_protocol::{streams, subjects};
+use tokio::io::AsyncReadExt as _;
+
+use crate::outbox::Reporter;
 
 use crate::paths::{Roots, expand_home};
 
@@ -122,15 +127,19 @@ pub fn resolve(pattern: &str, cwd: &Path, roots: &Roots) -> Result<Vec<Found>, S
     Ok(found)
 }
 
-/// Uploads one file, refusing it past `max_bytes`. Returns its size.
+/// Chunks of an artifact (what `async-nats` uses for objects).
+const CHUNK: usize = 128 * 1024;
+
+/// Uploads one file of `step`, refusing it past `max_bytes`. Returns its size.
 pub async fn upload(
-    store: &ObjectStore,
-    job: &JobId,
-    attempt: u32,
+    js: &async_nats::jetstream::Context,
+    rep: &Reporter,
     step: usize,
     file: &Found,
     max_bytes: u64,
 ) -> Result<u64, String> {
+    use base64::Engine as _;
+    use sha2::Digest as _;
     let size = std::fs::metadata(&file.path)
         .map_err(|e| format!("artifact {}: {e}", file.name))?
         .len();
@@ -143,22 +152,65 @@ pub async fn upload(
     let mut f = tokio::fs::File::open(&file.path)
         .await
         .map_err(|e| format!("artifact {}: {e}", file.name))?;
-    let meta = ObjectMetadata {
+    let nuid = skynet_protocol::artifact::new_nuid(rep.worker());
+    let subject = subjects::artifact_chunks(&nuid);
+    let (mut sha, mut total, mut chunks) = (sha2::Sha256::new(), 0usize, 0usize);
+    let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+    loop {
+        buf.clear();
+        while buf.len() < CHUNK {
+            let n = (&mut f)
+                .take((CHUNK - buf.len()) as u64)
+                .read_buf(&mut buf)
+                .await
+                .map_err(|e| format!("artifact {}: {e}", file.name))?;
+            if n == 0 {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            break;
+        }
+        let payload = buf.split().freeze();
+        sha.update(&payload);
+        total += payload.len();
+        chunks += 1;
+        js.publish(subject.clone(), payload)
+            .await
+            .map_err(|e| format!("uploading artifact {}: {e}", file.name))?
+            .await
+            .map_err(|e| format!("uploading artifact {}: {e}", file.name))?;
+    }
+    let job = &rep.job;
+    let info = ObjectInfo {
         name: format!("{}{}", streams::artifact_prefix(job), file.name),
         description: Some(format!("artifact of job {job}, step {}", step + 1)),
         metadata: [
             ("job_id".to_owned(), job.to_string()),
-            ("attempt".to_owned(), attempt.to_string()),
+            ("attempt".to_owned(), rep.attempt.to_string()),
             ("step".to_owned(), step.to_string()),
+            ("worker".to_owned(), rep.worker().to_string()),
         ]
         .into(),
-        ..Default::default()
+        headers: None,
+        options: Some(ObjectOptions {
+            max_chunk_size: Some(CHUNK),
+            link: None,
+        }),
+        bucket: streams::ARTIFACTS_BUCKET.into(),
+        nuid,
+        size: total,
+        chunks,
+        modified: None,
+        digest: Some(format!(
+            "SHA-256={}",
+            base64::engine::general_purpose::URL_SAFE.encode(sha.finalize())
+        )),
+        deleted: false,
     };
-    store
-        .put(meta, &mut f)
-        .await
-        .map_err(|e| format!("uploading artifact {}: {e}", file.name))?;
-    Ok(size)
+    let body = serde_json::to_vec(&info).map_err(|e| format!("artifact {}: {e}", file.name))?;
+    rep.artifact(body.into()).await;
+    Ok(total as u64)
 }
 
 #[cfg(test)]

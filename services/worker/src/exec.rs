@@ -91,8 +91,9 @@ pub struct Ctx {
     /// Variables passed through from the worker's environment.
     pub env: BTreeMap<String, String>,
     pub kill_grace: Duration,
-    /// Where artifacts go (`skynet-artifacts`), and the largest accepted.
-    pub artifacts: Option<async_nats::jetstream::object_store::ObjectStore>,
+    /// Where artifacts go (the `skynet-artifacts` store, when it is there), and the largest
+    /// accepted.
+    pub artifacts: Option<async_nats::jetstream::Context>,
     pub artifact_max_bytes: u64,
 }
 
@@ -280,7 +281,7 @@ async fn save_artifacts(
     ctx: &Ctx,
     rep: &Reporter,
 ) -> Result<(), String> {
-    let Some(store) = &ctx.artifacts else {
+    let Some(js) = &ctx.artifacts else {
         return Err("this worker cannot store artifacts (no artifact store)".into());
     };
     let cwd = match step {
@@ -295,15 +296,7 @@ async fn save_artifacts(
             return Err(format!("artifact {pattern}: no file matches"));
         }
         for f in files {
-            let size = crate::artifacts::upload(
-                store,
-                &rep.job,
-                rep.attempt,
-                index,
-                &f,
-                ctx.artifact_max_bytes,
-            )
-            .await?;
+            let size = crate::artifacts::upload(js, rep, index, &f, ctx.artifact_max_bytes).await?;
             rep.system(
                 Some(index),
                 &format!("artifact saved: {} ({size} bytes)", f.name),

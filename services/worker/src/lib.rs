@@ -185,7 +185,11 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     let stream = wait_for_streams(&js, &shutdown).await?;
     let Some(stream) = stream else { return Ok(()) };
 
-    let artifacts = js.get_object_store(streams::ARTIFACTS_BUCKET).await.ok();
+    let artifacts = js
+        .get_object_store(streams::ARTIFACTS_BUCKET)
+        .await
+        .ok()
+        .map(|_| js.clone());
     if artifacts.is_none() {
         tracing::warn!("the artifact store is not reachable; steps with artifacts will fail");
     }
@@ -340,30 +344,43 @@ async fn pull_work(
                 }
             }
         };
+        // One pull asks for as many specs as there are free slots; each spec that arrives
+        // takes a slot and starts at once, while the pull waits for the rest.
+        let mut permits = vec![permit];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
         let connects = skynet_runtime::connect::connects(client);
         let fetched = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             // A restarted server forgot the pull: pull again at once.
-            _ = skynet_runtime::connect::reconnected(client, connects) => Ok(None),
+            _ = skynet_runtime::connect::reconnected(client, connects) => Ok(()),
             f = async {
                 // A waiting pull: `fetch` would return at once on an empty queue, and the
                 // loop would spin.
-                let mut batch = c.batch().max_messages(1).expires(Duration::from_secs(2)).messages().await?;
-                match batch.next().await {
-                    Some(m) => Ok(Some(m.map_err(|e| anyhow::anyhow!("{e}"))?)),
-                    None => anyhow::Ok(None),
+                let mut batch = c
+                    .batch()
+                    .max_messages(permits.len())
+                    .expires(Duration::from_secs(2))
+                    .messages()
+                    .await?;
+                while let Some(m) = batch.next().await {
+                    let msg = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let Some(permit) = permits.pop() else { break };
+                    let worker = worker.clone();
+                    jobs.spawn(async move {
+                        worker.take(msg).await;
+                        drop(permit);
+                    });
+                    if permits.is_empty() {
+                        break;
+                    }
                 }
+                anyhow::Ok(())
             } => f,
         };
         match fetched {
-            Ok(Some(msg)) => {
-                let worker = worker.clone();
-                jobs.spawn(async move {
-                    worker.take(msg).await;
-                    drop(permit);
-                });
-            }
-            Ok(None) => {}
+            Ok(()) => {}
             Err(e) => {
                 tracing::debug!(error = %e, "fetching work");
                 if e.to_string().contains("consumer") {

@@ -351,6 +351,16 @@ impl Reporter {
             .await;
     }
 
+    pub fn worker(&self) -> &WorkerId {
+        &self.worker
+    }
+
+    /// The metadata of an artifact whose chunks are stored: the dispatcher names it in the
+    /// artifact store if this attempt is still the job's current one.
+    pub async fn artifact(&self, info: Bytes) {
+        self.push(OutKind::Artifact, vec![], info, None).await;
+    }
+
     pub async fn report(&self, report: WorkerReport) {
         let body = serde_json::to_vec(&report).unwrap_or_default();
         self.push(OutKind::Event, vec![], body.into(), None).await;

@@ -1,35 +1,403 @@
-//! Measures SKYNET's hot path against the floor it is built on: one raw JetStream hop.
-//! `scripts/bench` runs it in release mode. It prints figures; it asserts nothing.
+//! Measures SKYNET's hot path against the floor it is built on, one raw JetStream hop, with
+//! every part a process of its own from the release binaries (auth on, as deployed).
+//! `scripts/bench` runs it. It prints a table and one JSON line; it asserts nothing.
 //!
-//! 1. raw hop: publish to a stream and receive it on a pull consumer (what every SKYNET
-//!    stage does once);
-//! 2. submit → running and submit → succeeded for one job at a time (latency);
-//! 3. many jobs at once (throughput).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! 1. raw hop: publish to a stream and receive it on a pull consumer (what every SKYNET stage
+//!    does once);
+//! 2. submit → running and submit → succeeded, one job at a time (latency);
+//! 3. pipeline no-ops (one `file_read` step: the worker reads a small file itself, no process),
+//!    all submitted at once, with the default sync and with `sync_interval: always`;
+//! 4. process no-ops (one `shell` step with `argv: ["true"]`, the worker's default settings),
+//!    against the rate at which this machine starts and reaps `true` directly with the same
+//!    concurrency;
+//! 5. resident memory of each process, idle and under that load;
+//! 6. start-up over a long history of finished jobs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // A measuring tool: a broken set-up stops it.
+
+#[path = "skynet-chaos/topology.rs"]
+#[allow(dead_code)] // The soak's topology; the bench needs only part of it.
+mod topology;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull, stream};
+use clap::Parser;
 use futures::StreamExt;
+use serde_json::json;
 use skynet_protocol::{Event, JobId, JobState, subjects};
-use skynet_tests::{Options, PERMISSIVE_POLICY, Stack};
+use skynet_runtime::setup::{Existing, ensure_all};
+
+use crate::topology::{Shape, Topology};
+
+/// Everything runs; nothing asks a person.
+const BENCH_POLICY: &str = r#"
+[defaults]
+verdict = "allow"
+redirect = "allow"
+dynamic = "allow"
+unparsable = "allow"
+"#;
+
+/// SKYNET's benchmark: figures against the raw hop of the same run.
+#[derive(Debug, Parser)]
+#[command(name = "skynet-bench")]
+struct Args {
+    /// Where the release binaries are.
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// Jobs run one at a time for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    jobs: usize,
+    /// Pipeline no-ops submitted at once.
+    #[arg(long, default_value_t = 3000)]
+    burst: usize,
+    /// Process no-ops submitted at once (and `true` started directly as often).
+    #[arg(long, default_value_t = 3000)]
+    process_burst: usize,
+    /// Slots of the one worker (and the concurrency of the direct spawns).
+    #[arg(long, default_value_t = 16)]
+    slots: usize,
+    /// Raw hops measured.
+    #[arg(long, default_value_t = 2000)]
+    hops: usize,
+    /// Finished jobs in the event stream for the start-up figures (0 skips them).
+    #[arg(long, default_value_t = 100_000)]
+    history: usize,
+    /// Skip the run with `sync_interval: always`.
+    #[arg(long)]
+    no_sync_always: bool,
+    /// Also print where one job's time goes (the server's time of each of its events).
+    #[arg(long)]
+    trace: bool,
+    /// Work in this directory (kept) instead of a temporary one.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn report(name: &str, mut samples: Vec<Duration>) -> Duration {
+struct Dist {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn dist(name: &str, mut samples: Vec<Duration>) -> Dist {
     samples.sort();
-    let p50 = pct(&samples, 0.5);
+    let d = Dist {
+        p50: pct(&samples, 0.5),
+        p99: pct(&samples, 0.99),
+    };
     println!(
-        "{name:<34} n={:<5} p50={:>9.3?} p90={:>9.3?} p99={:>9.3?} max={:>9.3?}",
+        "{name:<36} n={:<5} p50={:>9.3?} p90={:>9.3?} p99={:>9.3?} max={:>9.3?}",
         samples.len(),
-        p50,
+        d.p50,
         pct(&samples, 0.9),
-        pct(&samples, 0.99),
+        d.p99,
         samples[samples.len() - 1]
     );
-    p50
+    d
+}
+
+/// The running system and an admin connection to it.
+struct Bench {
+    topo: Topology,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// A small file inside the worker's root, for the pipeline no-ops.
+    small_file: PathBuf,
+    /// Print where the time of a burst goes.
+    verbose: bool,
+}
+
+impl Bench {
+    async fn start(dir: &Path, bin: &Path, slots: usize, sync_always: bool) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let topo = Topology::start(
+            dir,
+            bin,
+            &Shape {
+                copies: 1,
+                workers: 1,
+                slots,
+                sync_always,
+                soak_timing: false,
+                policy: BENCH_POLICY,
+            },
+        );
+        let client = skynet_runtime::connect(
+            &skynet_runtime::NatsArgs {
+                url: topo.nats.url(),
+                seed: Some(topo.creds.seed_path("admin")),
+                ca: None,
+            },
+            "bench",
+        )
+        .await
+        .expect("admin connection");
+        let js = jetstream::new(client.clone());
+        ensure_all(&js, &Default::default(), Existing::Keep)
+            .await
+            .expect("streams");
+        let small_file = topo.workers[0].1.join("small.txt");
+        std::fs::write(&small_file, "a small file\n").unwrap();
+        let b = Self {
+            topo,
+            client,
+            js,
+            small_file,
+            verbose: false,
+        };
+        // Ready: a job goes all the way through.
+        b.one(&b.process_noop()).await;
+        b
+    }
+
+    fn pipeline_noop(&self) -> serde_json::Value {
+        json!({"steps": [{"action": "file_read", "path": self.small_file.display().to_string()}]})
+    }
+
+    fn process_noop(&self) -> serde_json::Value {
+        json!({"steps": [{"action": "shell", "argv": ["true"]}]})
+    }
+
+    /// Submits one job and returns (submit→running, submit→succeeded).
+    async fn one(&self, body: &serde_json::Value) -> (Duration, Duration) {
+        let id = JobId::generate();
+        let mut sub = self.client.subscribe(subjects::events(&id)).await.unwrap();
+        self.client.flush().await.unwrap();
+        let mut body = body.clone();
+        body["id"] = json!(id);
+        let t = Instant::now();
+        self.js
+            .publish(subjects::SUBMIT, body.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let mut running = None;
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(60), sub.next())
+                .await
+                .expect("job stuck")
+                .unwrap();
+            let e: Event = serde_json::from_slice(&m.payload).unwrap();
+            match e.state() {
+                JobState::Running => running = Some(t.elapsed()),
+                JobState::Succeeded => return (running.unwrap_or_default(), t.elapsed()),
+                s if s.is_terminal() => panic!("job {id} ended {s}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// Submits `n` jobs at once; returns the time until the last ended and until the ledger
+    /// showed it, and the most memory each process held meanwhile.
+    async fn burst(
+        &self,
+        body: &serde_json::Value,
+        n: usize,
+    ) -> (Duration, Duration, BTreeMap<String, u64>) {
+        let mut done = self.client.subscribe(subjects::EVENTS_ALL).await.unwrap();
+        self.client.flush().await.unwrap();
+        let sampling = Arc::new(AtomicBool::new(true));
+        let peak: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+        let pids: Vec<(String, i32)> = self
+            .topo
+            .procs
+            .iter()
+            .filter_map(|(name, p)| p.pid().map(|pid| (name.clone(), pid.as_raw())))
+            .collect();
+        let sampler = {
+            let sampling = sampling.clone();
+            let peak = peak.clone();
+            std::thread::spawn(move || {
+                while sampling.load(Ordering::Relaxed) {
+                    for (name, pid) in &pids {
+                        if let Some(kib) = topology::rss_kib(*pid) {
+                            let mut p = peak.lock().unwrap();
+                            let e = p.entry(name.clone()).or_default();
+                            *e = (*e).max(kib);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        };
+        let cpu_before = self.cpu();
+        let t = Instant::now();
+        let mut acks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut body = body.clone();
+            body["id"] = json!(JobId::generate());
+            acks.push(
+                self.js
+                    .publish(subjects::SUBMIT, body.to_string().into())
+                    .await
+                    .unwrap(),
+            );
+        }
+        for a in acks {
+            a.await.expect("submission stored");
+        }
+        let stored = t.elapsed();
+        let mut finished = 0;
+        let mut last = None;
+        // When half and all of the jobs had reached each state: the stage that lags is the
+        // one whose line grows.
+        let mut reached: BTreeMap<JobState, (usize, Duration, Duration)> = BTreeMap::new();
+        while finished < n {
+            let m = tokio::time::timeout(Duration::from_secs(300), done.next())
+                .await
+                .expect("burst stuck")
+                .unwrap();
+            let e: Event = serde_json::from_slice(&m.payload).unwrap();
+            let r = reached.entry(e.state()).or_default();
+            r.0 += 1;
+            if r.0 == n / 2 {
+                r.1 = t.elapsed();
+            }
+            if r.0 == n {
+                r.2 = t.elapsed();
+            }
+            if e.state().is_terminal() {
+                assert_eq!(e.state(), JobState::Succeeded, "{e:?}");
+                finished += 1;
+                last = Some(e.job_id);
+            }
+        }
+        let ended = t.elapsed();
+        if self.verbose {
+            println!("  all {n} stored after {stored:.2?}; half and all of them reached:");
+            for (state, (_, half, all)) in &reached {
+                println!("  {:>18} {half:>9.2?} {all:>9.2?}", state.as_str());
+            }
+        }
+        self.ledger_shows(&last.unwrap(), JobState::Succeeded).await;
+        let ledger = t.elapsed();
+        let cpu: Vec<String> = self
+            .cpu()
+            .iter()
+            .map(|(name, after)| {
+                let used = after.saturating_sub(cpu_before.get(name).copied().unwrap_or_default());
+                format!(
+                    "{name} {:.0}%",
+                    100.0 * used.as_secs_f64() / ledger.as_secs_f64()
+                )
+            })
+            .collect();
+        println!(
+            "{:<36} {}",
+            "  CPU of each process meanwhile",
+            cpu.join(", ")
+        );
+        sampling.store(false, Ordering::Relaxed);
+        sampler.join().unwrap();
+        let peak = peak.lock().unwrap().clone();
+        (ended, ledger, peak)
+    }
+
+    async fn ledger_shows(&self, job: &JobId, state: JobState) {
+        let body = json!({"job_id": job}).to_string();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Ok(bytes) = skynet_runtime::api::call_raw(
+                &self.client,
+                subjects::api::JOBS_GET,
+                body.clone().into(),
+                Duration::from_secs(5),
+            )
+            .await
+                && serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .is_ok_and(|v| v["state"] == state.as_str())
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the ledger never showed {job}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Where one job's time goes: the server's timestamp of each of its events, after the
+    /// time its request was stored.
+    async fn trace(&self, body: &serde_json::Value) {
+        use async_nats::jetstream::consumer::pull::OrderedConfig;
+        let id = JobId::generate();
+        let mut body = body.clone();
+        body["id"] = json!(id);
+        let ack = self
+            .js
+            .publish(subjects::SUBMIT, body.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        self.ledger_shows(&id, JobState::Succeeded).await;
+        let submit = self
+            .js
+            .get_stream(skynet_protocol::streams::SUBMIT)
+            .await
+            .unwrap();
+        let stored = submit.get_raw_message(ack.sequence).await.unwrap();
+        let events = self
+            .js
+            .get_stream(skynet_protocol::streams::EVENTS)
+            .await
+            .unwrap();
+        let c = events
+            .create_consumer(OrderedConfig {
+                filter_subject: subjects::events(&id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut m = c.messages().await.unwrap();
+        let mut prev = stored.time;
+        println!("  one job, server times: submit stored at 0");
+        loop {
+            let msg = m.next().await.unwrap().unwrap();
+            let at = msg.info().unwrap().published;
+            let e: Event = serde_json::from_slice(&msg.payload).unwrap();
+            println!(
+                "  {:>18} +{:>9.3?} (at {:>9.3?})",
+                e.state().as_str(),
+                (at - prev).unsigned_abs(),
+                (at - stored.time).unsigned_abs()
+            );
+            prev = at;
+            if e.state().is_terminal() {
+                break;
+            }
+        }
+    }
+
+    /// CPU time each process (and nats-server) has used so far.
+    fn cpu(&self) -> BTreeMap<String, Duration> {
+        let mut out: BTreeMap<String, Duration> = self
+            .topo
+            .procs
+            .iter()
+            .filter_map(|(name, p)| Some((name.clone(), topology::cpu_time(p.pid()?.as_raw())?)))
+            .collect();
+        if let Some(t) = self.topo.nats.pid().and_then(topology::cpu_time) {
+            out.insert("nats-server".into(), t);
+        }
+        out
+    }
+
+    fn rss(&self) -> BTreeMap<String, u64> {
+        self.topo
+            .procs
+            .iter()
+            .filter_map(|(name, p)| Some((name.clone(), p.rss_kib()?)))
+            .collect()
+    }
 }
 
 async fn raw_hop(js: &jetstream::Context, n: usize) -> Vec<Duration> {
@@ -63,144 +431,32 @@ async fn raw_hop(js: &jetstream::Context, n: usize) -> Vec<Duration> {
             out.push(t.elapsed());
         }
     }
+    js.delete_stream("BENCH").await.unwrap();
     out
 }
 
-/// Submits one `true` job and returns (submit→running, submit→succeeded).
-async fn one_job(stack: &Stack) -> (Duration, Duration) {
-    let id = JobId::generate();
-    let mut sub = stack.client.subscribe(subjects::events(&id)).await.unwrap();
-    stack.client.flush().await.unwrap();
-    let body =
-        serde_json::json!({"id": id, "steps": [{"action": "shell", "cmd": "true"}]}).to_string();
+/// How fast this machine starts and reaps `true` with `concurrency` at a time.
+fn spawn_rate(n: usize, concurrency: usize) -> f64 {
+    let left = Arc::new(AtomicUsize::new(n));
     let t = Instant::now();
-    stack
-        .js
-        .publish(subjects::SUBMIT, body.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let mut running = None;
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(30), sub.next())
-            .await
-            .expect("job stuck")
-            .unwrap();
-        let e: Event = serde_json::from_slice(&m.payload).unwrap();
-        match e.state() {
-            JobState::Running => running = Some(t.elapsed()),
-            JobState::Succeeded => return (running.unwrap_or_default(), t.elapsed()),
-            s if s.is_terminal() => panic!("job ended {s}"),
-            _ => {}
-        }
-    }
-}
-
-async fn burst(stack: &Stack, n: usize) -> Duration {
-    let mut done = stack.client.subscribe("skynet.events.>").await.unwrap();
-    stack.client.flush().await.unwrap();
-    let t = Instant::now();
-    for _ in 0..n {
-        let id = JobId::generate();
-        let body = serde_json::json!({"id": id, "steps": [{"action": "shell", "cmd": "true"}]})
-            .to_string();
-        stack
-            .js
-            .publish(subjects::SUBMIT, body.into())
-            .await
-            .unwrap();
-    }
-    let mut finished = 0;
-    while finished < n {
-        let m = tokio::time::timeout(Duration::from_secs(120), done.next())
-            .await
-            .expect("burst stuck")
-            .unwrap();
-        let e: Event = serde_json::from_slice(&m.payload).unwrap();
-        if e.state().is_terminal() {
-            assert_eq!(e.state(), JobState::Succeeded);
-            finished += 1;
-        }
-    }
-    t.elapsed()
-}
-
-/// Where one job's time goes: the server's timestamp of each of its events.
-async fn trace_one(stack: &Stack) {
-    let id = JobId::generate();
-    let body =
-        serde_json::json!({"id": id, "steps": [{"action": "shell", "cmd": "true"}]}).to_string();
-    let t0 = time::OffsetDateTime::now_utc();
-    let ack = stack
-        .js
-        .publish(subjects::SUBMIT, body.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    one_wait(stack, &id).await;
-    let submit = stack
-        .js
-        .get_stream(skynet_protocol::streams::SUBMIT)
-        .await
-        .unwrap();
-    let stored = submit.get_raw_message(ack.sequence).await.unwrap();
-    println!(
-        "  {:>18} +{:>8.3?}",
-        "submit stored",
-        (stored.time - t0).unsigned_abs()
-    );
-    let t0 = stored.time;
-    let s = stack
-        .js
-        .get_stream(skynet_protocol::streams::EVENTS)
-        .await
-        .unwrap();
-    let c = s
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: subjects::events(&id),
-            ..Default::default()
+    let threads: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let left = left.clone();
+            std::thread::spawn(move || {
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1))
+                    .is_ok()
+                {
+                    let s = std::process::Command::new("true").status().unwrap();
+                    assert!(s.success());
+                }
+            })
         })
-        .await
-        .unwrap();
-    let mut m = c.messages().await.unwrap();
-    let mut prev = t0;
-    loop {
-        let msg = m.next().await.unwrap().unwrap();
-        let info = msg.info().unwrap();
-        let e: Event = serde_json::from_slice(&msg.payload).unwrap();
-        let at = info.published;
-        println!(
-            "  {:>18} +{:>8.3?}",
-            e.state().as_str(),
-            (at - prev).unsigned_abs()
-        );
-        prev = at;
-        if e.state().is_terminal() {
-            break;
-        }
+        .collect();
+    for th in threads {
+        th.join().unwrap();
     }
-}
-
-async fn one_wait(stack: &Stack, id: &JobId) {
-    let mut sub = stack
-        .js
-        .get_stream(skynet_protocol::streams::EVENTS)
-        .await
-        .unwrap();
-    let _ = sub.info().await;
-    for _ in 0..200 {
-        if let Ok(m) = sub.direct_get_last_for_subject(subjects::events(id)).await
-            && serde_json::from_slice::<Event>(&m.payload)
-                .unwrap()
-                .state()
-                .is_terminal()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    n as f64 / t.elapsed().as_secs_f64()
 }
 
 /// Fills the event stream with `n` finished jobs (six events each), as fast as the server
@@ -260,119 +516,174 @@ async fn fill_history(js: &jetstream::Context, n: usize) {
     }
 }
 
-/// Starts every control-plane service and returns how long until a new job has run and the
-/// ledger shows it.
-async fn until_ready(stack: &mut Stack) -> Duration {
-    let t = Instant::now();
-    for s in [
-        "ledger",
-        "planner",
-        "policy",
-        "dispatcher",
-        "sentinel",
-        "archiver",
-    ] {
-        stack.start_service(s).await;
+/// Kills every SKYNET process, starts them all again and returns how long until a new job
+/// has run and the ledger shows it.
+async fn restart_all(b: &mut Bench) -> Duration {
+    for p in b.topo.procs.values_mut() {
+        p.kill9();
     }
-    let id = stack.submit_shell("true").await;
-    stack.wait_state(&id, JobState::Succeeded).await;
-    stack.ledger_state(&id, JobState::Succeeded).await;
+    let t = Instant::now();
+    b.topo.revive();
+    let id = JobId::generate();
+    let mut body = b.pipeline_noop();
+    body["id"] = json!(id);
+    b.js.publish(subjects::SUBMIT, body.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    b.ledger_shows(&id, JobState::Succeeded).await;
     t.elapsed()
 }
 
-/// Start-up against a long history: the first start reads it all (and leaves snapshots),
-/// a restart resumes from the snapshots and the ledger's position.
-async fn startup(history: usize) {
-    let mut stack = Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        services: vec![],
-        ..Default::default()
-    })
-    .await;
-    let t = Instant::now();
-    fill_history(&stack.js, history).await;
-    println!(
-        "history: {history} finished jobs ({} events) written in {:.2?}",
-        history * 6,
-        t.elapsed()
-    );
-    let _w = stack.add_worker(stack.worker_config("bench")).await;
-    let first = until_ready(&mut stack).await;
-    println!("first start over that history (reads it all once): ready in {first:.2?}");
-    for s in [
-        "ledger",
-        "planner",
-        "policy",
-        "dispatcher",
-        "sentinel",
-        "archiver",
-    ] {
-        stack.stop_service(s).await;
-    }
-    let again = until_ready(&mut stack).await;
-    println!("restart (snapshots and positions): every service ready in {again:.2?}");
+fn kib_json(m: &BTreeMap<String, u64>) -> serde_json::Value {
+    json!(m)
+}
+
+fn print_rss(title: &str, m: &BTreeMap<String, u64>) {
+    let line: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("{k} {:.1} MB", *v as f64 / 1024.0))
+        .collect();
+    println!("{title:<36} {}", line.join(", "));
 }
 
 #[tokio::main]
 async fn main() {
-    let jobs: usize = std::env::var("SKYNET_BENCH_JOBS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let burst_jobs: usize = std::env::var("SKYNET_BENCH_BURST")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-
-    let mut stack = Stack::start_with(Options {
-        policy: Some(PERMISSIVE_POLICY.into()),
-        ..Default::default()
-    })
-    .await;
-    let mut cfg = stack.worker_config("bench");
-    cfg.max_jobs = 16;
-    let _w = stack.add_worker(cfg).await;
-
+    let args = Args::parse();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = args.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let mut out = serde_json::Map::new();
     println!(
-        "SKYNET benchmark ({} jobs one at a time, a burst of {burst_jobs})",
-        jobs
-    );
-    let hop = report(
-        "raw JetStream hop (pub→consume)",
-        raw_hop(&stack.js, 2000).await,
+        "SKYNET benchmark: every part a process of its own, one worker with {} slots; \
+         {} jobs one at a time, bursts of {} pipeline and {} process no-ops",
+        args.slots, args.jobs, args.burst, args.process_burst
     );
 
+    let mut bench = Bench::start(&dir.join("default"), &args.bin_dir, args.slots, false).await;
+    bench.verbose = args.trace;
     // Warm up: the first jobs pay for connections and consumers.
     for _ in 0..20 {
-        one_job(&stack).await;
+        bench.one(&bench.pipeline_noop()).await;
     }
+    let idle = bench.rss();
+    let hop = dist(
+        "raw JetStream hop (pub→consume)",
+        raw_hop(&bench.js, args.hops).await,
+    );
     let mut to_running = Vec::new();
     let mut to_done = Vec::new();
-    for _ in 0..jobs {
-        let (r, d) = one_job(&stack).await;
+    for _ in 0..args.jobs {
+        let (r, _) = bench.one(&bench.pipeline_noop()).await;
         to_running.push(r);
+        let (_, d) = bench.one(&bench.process_noop()).await;
         to_done.push(d);
     }
-    let running = report("submit → running", to_running);
-    if std::env::var_os("SKYNET_BENCH_TRACE").is_some() {
-        trace_one(&stack).await;
+    let running = dist("submit → running (pipeline no-op)", to_running);
+    if args.trace {
+        bench.trace(&bench.pipeline_noop()).await;
+        bench.trace(&bench.process_noop()).await;
     }
-    report("submit → succeeded (`true`)", to_done);
+    let succeeded = dist("submit → succeeded (`true`)", to_done);
+    let over = running.p50.as_secs_f64() / hop.p50.as_secs_f64();
+    let over99 = running.p99.as_secs_f64() / hop.p50.as_secs_f64();
     println!(
-        "submit → running is {:.1}× one raw hop (p50 against p50)",
-        running.as_secs_f64() / hop.as_secs_f64()
+        "{:<36} p50 {over:.1} hops, p99 {over99:.1} hops",
+        "submit → running in raw hops"
     );
-    let took = burst(&stack, burst_jobs).await;
+
+    let (ended, ledger, loaded_pipeline) = bench.burst(&bench.pipeline_noop(), args.burst).await;
+    let jobs_per_s = args.burst as f64 / ended.as_secs_f64();
     println!(
-        "{burst_jobs} jobs at once on one worker (16 slots): {took:.2?}, {:.0} jobs/s",
-        burst_jobs as f64 / took.as_secs_f64()
+        "{:<36} {jobs_per_s:.0} jobs/s ({} in {ended:.2?}; the ledger had them all after {ledger:.2?})",
+        "pipeline no-ops at once", args.burst
     );
-    drop(stack);
-    let history: usize = std::env::var("SKYNET_BENCH_HISTORY")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    if history > 0 {
-        startup(history).await;
+    let (ended, _, loaded_process) = bench.burst(&bench.process_noop(), args.process_burst).await;
+    let process_jobs_per_s = args.process_burst as f64 / ended.as_secs_f64();
+    let spawn_per_s = spawn_rate(args.process_burst, args.slots);
+    println!(
+        "{:<36} {process_jobs_per_s:.0} jobs/s; `true` started directly, {} at a time: {spawn_per_s:.0}/s ({:.2} of it)",
+        "process no-ops at once",
+        args.slots,
+        process_jobs_per_s / spawn_per_s
+    );
+    let mut loaded = loaded_pipeline.clone();
+    for (k, v) in &loaded_process {
+        let e = loaded.entry(k.clone()).or_default();
+        *e = (*e).max(*v);
     }
+    print_rss("resident memory, idle", &idle);
+    print_rss("resident memory, under the bursts", &loaded);
+    out.insert("hop_p50_us".into(), json!(hop.p50.as_micros() as u64));
+    out.insert(
+        "running_p50_us".into(),
+        json!(running.p50.as_micros() as u64),
+    );
+    out.insert(
+        "running_p99_us".into(),
+        json!(running.p99.as_micros() as u64),
+    );
+    out.insert(
+        "succeeded_p50_us".into(),
+        json!(succeeded.p50.as_micros() as u64),
+    );
+    out.insert("running_over_hop".into(), json!(round1(over)));
+    out.insert("running_p99_over_hop".into(), json!(round1(over99)));
+    out.insert("jobs_per_s".into(), json!(jobs_per_s.round()));
+    out.insert(
+        "process_jobs_per_s".into(),
+        json!(process_jobs_per_s.round()),
+    );
+    out.insert("spawn_per_s".into(), json!(spawn_per_s.round()));
+    out.insert("rss_idle_kib".into(), kib_json(&idle));
+    out.insert("rss_loaded_kib".into(), kib_json(&loaded));
+    drop(bench);
+
+    if !args.no_sync_always {
+        let bench = Bench::start(&dir.join("sync-always"), &args.bin_dir, args.slots, true).await;
+        for _ in 0..20 {
+            bench.one(&bench.pipeline_noop()).await;
+        }
+        let (ended, _, _) = bench.burst(&bench.pipeline_noop(), args.burst).await;
+        let rate = args.burst as f64 / ended.as_secs_f64();
+        println!(
+            "{:<36} {rate:.0} jobs/s ({} in {ended:.2?})",
+            "pipeline no-ops, sync always", args.burst
+        );
+        out.insert("jobs_per_s_sync_always".into(), json!(rate.round()));
+    }
+
+    if args.history > 0 {
+        let mut bench = Bench::start(&dir.join("history"), &args.bin_dir, args.slots, false).await;
+        for p in bench.topo.procs.values_mut() {
+            p.kill9();
+        }
+        let t = Instant::now();
+        fill_history(&bench.js, args.history).await;
+        println!(
+            "{:<36} {} finished jobs ({} events) written in {:.2?}",
+            "history",
+            args.history,
+            args.history * 6,
+            t.elapsed()
+        );
+        let first = restart_all(&mut bench).await;
+        println!(
+            "{:<36} {first:.2?} (reads the history once)",
+            "first start over it: ready in"
+        );
+        let again = restart_all(&mut bench).await;
+        println!(
+            "{:<36} {again:.2?} (snapshots and positions)",
+            "restart: every service ready in"
+        );
+        out.insert("history_jobs".into(), json!(args.history));
+        out.insert("ready_first_ms".into(), json!(first.as_millis() as u64));
+        out.insert("ready_restart_ms".into(), json!(again.as_millis() as u64));
+    }
+    println!("{}", serde_json::Value::Object(out));
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }

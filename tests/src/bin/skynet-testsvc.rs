@@ -125,6 +125,7 @@ fn main() -> ExitCode {
                 policy: std::sync::Arc::new(policy),
                 signing_key: std::sync::Arc::new(key),
                 grant_ttl: Duration::from_secs(24 * 3600),
+                deciders: skynet_policy::deciders_for(common.nats.seed.as_deref(), None),
             };
             skynet_runtime::service::main_service("skynet-policy", &common, |client, token| {
                 skynet_policy::run(config.clone(), client, token)

@@ -339,6 +339,10 @@ async fn start_services(
         policy: plan.policy.clone(),
         signing_key: signing_key.clone(),
         grant_ttl: Duration::from_secs(7 * 24 * 3600),
+        deciders: match creds {
+            Some(c) => skynet_policy::Deciders::File(c.dir().join(skynet_policy::APPROVERS_FILE)),
+            None => skynet_policy::Deciders::Anyone,
+        },
     };
     service!("skynet-policy", "policy", move |c, t| {
         skynet_policy::run(policy_config, c, t)
@@ -354,7 +358,13 @@ async fn start_services(
         skynet_archiver::run(Default::default(), c, t)
     });
     let telegram_line = match plan.telegram.clone() {
-        Some(config) => {
+        Some(mut config) => {
+            if let Some(c) = creds {
+                config.signer = Some(Arc::new(
+                    skynet_runtime::args::read_seed(&c.seed_path("telegram"), "--creds-dir")?
+                        .key_pair()?,
+                ));
+            }
             service!("skynet-telegram", "telegram", move |c, t| {
                 skynet_telegram_ingress::run(config, c, t)
             });

@@ -28,7 +28,7 @@ use skynet_runtime::setup::{Existing, ensure_all};
 use tokio::sync::mpsc;
 
 use crate::load::{Kind, Ledger};
-use crate::topology::{OFFLINE_AFTER, Topology};
+use crate::topology::{OFFLINE_AFTER, Shape, Topology};
 
 /// SKYNET's chaos soak: a mixed load under seeded kills, then a table of invariants.
 #[derive(Debug, Parser)]
@@ -119,7 +119,7 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         },
         dir.display()
     );
-    let topology = Topology::start(&dir, &args.bin_dir, args.sync_always);
+    let topology = Topology::start(&dir, &args.bin_dir, &Shape::soak(args.sync_always));
     let url = topology.nats.url();
     let admin = skynet_runtime::connect(
         &skynet_runtime::NatsArgs {
@@ -174,11 +174,16 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     {
         let client = admin.clone();
         let mut rng = StdRng::seed_from_u64(rng.r#gen());
+        // Decisions are signed by the approving CLI identity: policy records who decided.
+        let cli = std::sync::Arc::new(
+            skynet_runtime::args::read_seed(&topology.creds.seed_path("cli"), "cli")?.key_pair()?,
+        );
         tokio::spawn(async move {
             while let Some((job, hash)) = approvals_rx.recv().await {
                 let approve = rng.gen_bool(0.8);
                 let wait = Duration::from_millis(rng.gen_range(200..2500));
                 let client = client.clone();
+                let cli = cli.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(wait).await;
                     let endpoint = if approve {
@@ -186,8 +191,23 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
                     } else {
                         subjects::api::JOBS_DENY
                     };
-                    let body =
-                        serde_json::json!({"job_id": job, "plan_hash": hash, "by": "cli:chaos"});
+                    let verdict = if approve {
+                        skynet_protocol::approval::Verdict::Approve
+                    } else {
+                        skynet_protocol::approval::Verdict::Deny
+                    };
+                    let signature = skynet_protocol::approval::sign(
+                        &cli,
+                        &skynet_protocol::approval::Decision {
+                            job_id: &job,
+                            plan_hash: &hash,
+                            verdict,
+                        },
+                        skynet_protocol::time::now_ms() / 1000,
+                        None,
+                    )
+                    .ok();
+                    let body = serde_json::json!({"job_id": job, "plan_hash": hash, "by": "cli:chaos", "signature": signature});
                     load::call(&client, endpoint, body, Duration::from_secs(120)).await;
                 });
             }

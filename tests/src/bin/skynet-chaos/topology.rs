@@ -43,6 +43,55 @@ command = ['^:\s+ask-me(\s|$)']
 reason = "this job asks for approval"
 "#;
 
+/// Resident memory of a process now, in KiB (`VmRSS` of `/proc/<pid>/status`).
+#[allow(dead_code)] // The bench reads it; the soak does not.
+pub fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// CPU time a process has used so far (user + system, `/proc/<pid>/stat`).
+#[allow(dead_code)] // The bench reads it; the soak does not.
+pub fn cpu_time(pid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Clock ticks are 1/100 s on Linux (USER_HZ).
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// How many of each part run, and how.
+pub struct Shape {
+    /// Copies of planner, policy and dispatcher.
+    pub copies: usize,
+    pub workers: usize,
+    /// `--max-jobs` of each worker.
+    pub slots: usize,
+    pub sync_always: bool,
+    /// The soak's short timing ([`TIMING_ENV`]) instead of the defaults.
+    pub soak_timing: bool,
+    pub policy: &'static str,
+}
+
+impl Shape {
+    /// The soak's: two copies of each stage, three workers with three slots, short timing.
+    pub fn soak(sync_always: bool) -> Self {
+        Self {
+            copies: 2,
+            workers: 3,
+            slots: 3,
+            sync_always,
+            soak_timing: true,
+            policy: POLICY,
+        }
+    }
+}
+
 /// One SKYNET process of the soak.
 pub struct Proc {
     program: PathBuf,
@@ -80,8 +129,14 @@ impl Proc {
         }
     }
 
-    fn pid(&self) -> Option<Pid> {
+    pub fn pid(&self) -> Option<Pid> {
         self.child.as_ref().map(|c| Pid::from_raw(c.id() as i32))
+    }
+
+    /// Resident memory now, in KiB (`VmRSS` of `/proc/<pid>/status`).
+    #[allow(dead_code)] // The bench reads it; the soak does not.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid()?.as_raw())
     }
 
     /// `kill -9`: no chance to clean up.
@@ -145,7 +200,8 @@ pub struct Topology {
 
 impl Topology {
     /// Sets it all up in `dir` and starts it. `bin` holds the release binaries.
-    pub fn start(dir: &Path, bin: &Path, sync_always: bool) -> Self {
+    pub fn start(dir: &Path, bin: &Path, shape: &Shape) -> Self {
+        let sync_always = shape.sync_always;
         let creds_dir = dir.join("creds");
         let mut creds = CredsDir::init(
             &creds_dir,
@@ -155,7 +211,7 @@ impl Topology {
             },
         )
         .expect("credentials");
-        let workers: Vec<(WorkerId, PathBuf)> = (1..=3)
+        let workers: Vec<(WorkerId, PathBuf)> = (1..=shape.workers)
             .map(|i| {
                 let id = WorkerId::parse(&format!("w{i}")).expect("worker id");
                 let home = dir.join(format!("home-{id}"));
@@ -175,7 +231,7 @@ impl Topology {
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs).expect("log dir");
         let policy_file = dir.join("policy.toml");
-        std::fs::write(&policy_file, POLICY).expect("policy file");
+        std::fs::write(&policy_file, shape.policy).expect("policy file");
         let trusted = creds
             .identity("policy")
             .map(|i| i.public_key.clone())
@@ -200,11 +256,13 @@ impl Topology {
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
                 ),
             ];
-            env.extend(
-                TIMING_ENV
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string())),
-            );
+            if shape.soak_timing {
+                env.extend(
+                    TIMING_ENV
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string())),
+                );
+            }
             env.extend(extra);
             let mut p = Proc {
                 log: logs.join(format!("{name}.log")),
@@ -217,7 +275,7 @@ impl Topology {
             p.start();
             procs.insert(name, p);
         };
-        for i in 1..=2 {
+        for i in 1..=shape.copies {
             add(
                 format!("planner-{i}"),
                 "skynet-planner",
@@ -266,7 +324,7 @@ impl Topology {
                     "--root".into(),
                     home.display().to_string(),
                     "--max-jobs".into(),
-                    "3".into(),
+                    shape.slots.to_string(),
                     "--trust-key".into(),
                     trusted.clone(),
                 ],

@@ -194,6 +194,10 @@ pub enum EventKind {
         model: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<Usage>,
+        /// The lock the plan takes when the request named none: a skill that touches a
+        /// repository (`git_sync`, `git_commit`, `run_tests`, `build`) locks its directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lock: Option<String>,
     },
     AwaitingApproval {
         risk: Risk,

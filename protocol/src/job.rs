@@ -67,9 +67,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// How urgent a job is, among jobs waiting for the same workers.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,
@@ -89,6 +87,15 @@ impl Priority {
             Priority::Normal => "normal",
             Priority::High => "high",
         }
+    }
+}
+
+/// Read by name, with a refusal that names the field (`priority`) and the choices.
+impl<'de> Deserialize<'de> for Priority {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e: String| serde::de::Error::custom(format!("`priority`: {e}")))
     }
 }
 
@@ -807,6 +814,7 @@ mod tests {
         assert_eq!(parse(r#"{"goal":"x"}"#).unwrap().priority, Priority::Normal);
         let e = parse(r#"{"goal":"x","priority":"urgent"}"#).unwrap_err();
         assert!(e.to_string().contains("urgent"), "{e}");
+        assert!(e.to_string().contains("`priority`"), "{e}");
         let long = "l".repeat(129);
         let e = parse(&format!(r#"{{"goal":"x","lock":"{long}"}}"#)).unwrap_err();
         assert!(e.to_string().contains("`lock`"), "{e}");

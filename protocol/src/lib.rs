@@ -14,6 +14,7 @@ pub mod ids;
 pub mod job;
 pub mod lifecycle;
 pub mod permissions;
+pub mod schedule;
 pub mod shell;
 pub mod spec;
 pub mod streams;

@@ -204,6 +204,7 @@ fn info_all(p: &mut Permissions) {
         streams::PLANNER_USAGE_BUCKET,
         streams::TELEGRAM_BUCKET,
         streams::TELEGRAM_ALERTS_BUCKET,
+        streams::SCHEDULES_BUCKET,
     ] {
         p.publish.push(stream_info(&format!("KV_{kv}")));
     }
@@ -218,6 +219,13 @@ fn info_all(p: &mut Permissions) {
 
 const EVENTS_ANY: &str = subjects::EVENTS_ANY_JOB;
 
+/// Reading and writing (compare-and-set) the schedules.
+fn schedules(p: &mut Permissions) {
+    kv_read(p, streams::SCHEDULES_BUCKET);
+    p.publish
+        .push(format!("$KV.{}.>", streams::SCHEDULES_BUCKET));
+}
+
 /// The permissions of `role`, whose inbox prefix is `inbox`.
 pub fn permissions(role: &Role, inbox: &str) -> Permissions {
     let mut p = Permissions::default();
@@ -230,7 +238,10 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
         }
         Role::Planner => {
             info_all(&mut p);
-            serve(&mut p, &[api::JOBS_SUBMIT]);
+            serve(&mut p, &[api::JOBS_SUBMIT, api::SCHEDULES_CREATE]);
+            // A new schedule's plan is judged by policy, once.
+            call(&mut p, &[api::SCHEDULES_JUDGE]);
+            schedules(&mut p);
             durable(&mut p, streams::SUBMIT, streams::PLANNER_CONSUMER);
             read(&mut p, streams::EVENTS);
             kv_read(&mut p, streams::WORKERS_BUCKET);
@@ -250,7 +261,16 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
         }
         Role::Policy => {
             info_all(&mut p);
-            serve(&mut p, &[api::JOBS_APPROVE, api::JOBS_DENY]);
+            serve(
+                &mut p,
+                &[
+                    api::JOBS_APPROVE,
+                    api::JOBS_DENY,
+                    api::SCHEDULES_APPROVE,
+                    api::SCHEDULES_JUDGE,
+                ],
+            );
+            schedules(&mut p);
             read(&mut p, streams::EVENTS);
             snapshot(&mut p, "policy");
             p.publish.push(EVENTS_ANY.into());
@@ -258,6 +278,8 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
         Role::Dispatcher => {
             info_all(&mut p);
             serve(&mut p, &[api::JOBS_CANCEL]);
+            serve(&mut p, &api::SCHEDULES_OWNER);
+            schedules(&mut p);
             read(&mut p, streams::EVENTS);
             durable(&mut p, streams::OUTBOX, streams::RELAY_CONSUMER);
             kv_read(&mut p, streams::WORKERS_BUCKET);
@@ -265,6 +287,8 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             snapshot(&mut p, "dispatcher");
             p.publish.extend([
                 EVENTS_ANY.into(),
+                // Each schedule's tick becomes an ordinary request.
+                subjects::SUBMIT.into(),
                 subjects::LOGS_ANY_JOB.into(),
                 subjects::CONTROL_ALL.into(),
                 // Handing approved work to workers.
@@ -332,9 +356,15 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
                 api::JOBS_CANCEL,
                 api::JOBS_LOGS,
                 api::WORKERS_LIST,
+                api::SCHEDULES_CREATE,
+                api::SCHEDULES_GET,
+                api::SCHEDULES_LIST,
+                api::SCHEDULES_PAUSE,
+                api::SCHEDULES_RESUME,
+                api::SCHEDULES_DELETE,
             ];
             if *approver {
-                endpoints.extend([api::JOBS_APPROVE, api::JOBS_DENY]);
+                endpoints.extend([api::JOBS_APPROVE, api::JOBS_DENY, api::SCHEDULES_APPROVE]);
             }
             call(&mut p, &endpoints);
             read(&mut p, streams::EVENTS);
@@ -646,6 +676,34 @@ mod tests {
             &Role::Cli { approver: true },
             "skynet.events.x"
         ));
+    }
+
+    #[test]
+    fn only_approvers_approve_schedules_and_only_the_owner_fires_them() {
+        let approve = "skynet.api.schedules.approve";
+        assert!(may_publish(&Role::Cli { approver: true }, approve));
+        assert!(!may_publish(&Role::Cli { approver: false }, approve));
+        assert!(may_publish(
+            &Role::Cli { approver: false },
+            "skynet.api.schedules.create"
+        ));
+        // Judging is asked by the planner only; people never see that endpoint.
+        assert!(may_publish(&Role::Planner, "skynet.api.schedules.judge"));
+        assert!(!may_publish(
+            &Role::Cli { approver: true },
+            "skynet.api.schedules.judge"
+        ));
+        assert!(may_publish(&Role::Dispatcher, "skynet.jobs.submit"));
+        assert!(may_publish(
+            &Role::Dispatcher,
+            "$KV.skynet-schedules.nightly"
+        ));
+        for role in [Role::Ledger, Role::Sentinel, Role::Archiver, Role::Telegram] {
+            assert!(
+                !may_publish(&role, "$KV.skynet-schedules.nightly"),
+                "{role:?}"
+            );
+        }
     }
 
     #[test]

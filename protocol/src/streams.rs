@@ -36,6 +36,12 @@ pub const SNAPSHOTS_BUCKET: &str = "skynet-snapshots";
 /// (`<YYYY-MM-DD>.<planner>.<model>`), updated with compare-and-set by every planner copy.
 pub const PLANNER_USAGE_BUCKET: &str = "skynet-planner-usage";
 
+/// Schedules: one key per schedule (its name), the record of `skynet_protocol::schedule`:
+/// its definition, plan, state, next and last run and history, written with the revision
+/// it was read at (compare-and-set) by the planner (create), policy (approve) and the
+/// dispatcher (ticks, pause, resume, delete).
+pub const SCHEDULES_BUCKET: &str = "skynet-schedules";
+
 /// The sentinel's open conditions (`worker_offline.<id>`, `job_stalled.<job>`, ...): one key
 /// per condition while it lasts, so copies of the sentinel raise and clear each alert once.
 pub const SENTINEL_BUCKET: &str = "skynet-sentinel";
@@ -198,6 +204,17 @@ pub fn sentinel_kv(r: &Retention) -> kv::Config {
     kv::Config {
         bucket: SENTINEL_BUCKET.into(),
         description: "SKYNET sentinel conditions".into(),
+        history: 1,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
+pub fn schedules_kv(r: &Retention) -> kv::Config {
+    kv::Config {
+        bucket: SCHEDULES_BUCKET.into(),
+        description: "SKYNET schedules".into(),
         history: 1,
         storage: StorageType::File,
         num_replicas: r.replicas,

@@ -43,7 +43,16 @@ pub mod api {
     pub const JOBS_DENY: &str = "jobs.deny";
     pub const JOBS_LOGS: &str = "jobs.logs";
     pub const WORKERS_LIST: &str = "workers.list";
-    pub const ALL: [&str; 8] = [
+    pub const SCHEDULES_CREATE: &str = "schedules.create";
+    pub const SCHEDULES_GET: &str = "schedules.get";
+    pub const SCHEDULES_LIST: &str = "schedules.list";
+    pub const SCHEDULES_PAUSE: &str = "schedules.pause";
+    pub const SCHEDULES_RESUME: &str = "schedules.resume";
+    pub const SCHEDULES_DELETE: &str = "schedules.delete";
+    pub const SCHEDULES_APPROVE: &str = "schedules.approve";
+    /// Internal (planner → policy): what policy says about a new schedule's plan.
+    pub const SCHEDULES_JUDGE: &str = "schedules.judge";
+    pub const ALL: [&str; 15] = [
         JOBS_SUBMIT,
         JOBS_GET,
         JOBS_LIST,
@@ -52,6 +61,21 @@ pub mod api {
         JOBS_DENY,
         JOBS_LOGS,
         WORKERS_LIST,
+        SCHEDULES_CREATE,
+        SCHEDULES_GET,
+        SCHEDULES_LIST,
+        SCHEDULES_PAUSE,
+        SCHEDULES_RESUME,
+        SCHEDULES_DELETE,
+        SCHEDULES_APPROVE,
+    ];
+    /// The schedule endpoints the owner (the dispatcher) serves.
+    pub const SCHEDULES_OWNER: [&str; 5] = [
+        SCHEDULES_GET,
+        SCHEDULES_LIST,
+        SCHEDULES_PAUSE,
+        SCHEDULES_RESUME,
+        SCHEDULES_DELETE,
     ];
 }
 

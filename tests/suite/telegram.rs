@@ -8,7 +8,7 @@
 //! duration, last lines), also across restarts of the ingress. Approval buttons carry
 //! `approve:<job_id>` / `deny:<job_id>` and are honoured only from approvers. `/help`,
 //! `/status`, `/jobs`, `/cancel`, `/approve`, `/deny`, `/logs` (long output as a document)
-//! and `/workers` answer; anyone else gets a short refusal and nothing is created. Alerts
+//! `/workers`, `/every` and `/schedules` (with pause, resume and approve buttons) answer; anyone else gets a short refusal and nothing is created. Alerts
 //! reach the approvers once each.
 //!
 //! These tests drive the real teloxide client of `skynet-telegram` against a local fake of
@@ -814,4 +814,67 @@ async fn hostile_input_never_crashes_anything() {
     .await;
     fake.user_says(ALICE, "/jobs");
     fake.wait_sent(chat(ALICE), &["Latest jobs"]).await;
+}
+
+/// `/every` makes a schedule from a chat (judged once: one that needs a person shows an
+/// approve button, honoured only from approvers), and `/schedules` lists them with a pause
+/// button.
+#[tokio::test]
+async fn every_makes_a_schedule_and_schedules_lists_it_with_pause_and_approve_buttons() {
+    let mut stack = permissive().await;
+    let _w = stack.add_worker(stack.worker_config("w1")).await;
+    let fake = FakeTelegram::start().await;
+    let _bot = stack
+        .start_telegram(fake.config(&[ALICE, BOB], Some(&[ALICE])))
+        .await;
+    fake.wait_polling(1).await;
+
+    fake.user_says_code(ALICE, "/every 1s `echo tick tock`", "echo tick tock");
+    let made = fake.wait_sent(chat(ALICE), &["🗓", "active"]).await;
+    assert!(made.text.contains("@every 1s"), "{}", made.text);
+    let name = made.text.split_whitespace().nth(1).unwrap().to_owned();
+    let job = stack
+        .wait_event_matching(|e| {
+            e.job_id.as_str().starts_with(&format!("{name}-")) && e.state() == JobState::Succeeded
+        })
+        .await
+        .job_id;
+    assert!(stack.output(&job).await.contains("tick tock"));
+
+    fake.user_says(ALICE, "/schedules");
+    let listed = fake.wait_sent(chat(ALICE), &["🗓", &name, "Last run"]).await;
+    assert_eq!(button_data(&listed.buttons), [format!("spause:{name}")]);
+    let press = fake.press(
+        ALICE,
+        chat(ALICE),
+        listed.message_id,
+        &format!("spause:{name}"),
+    );
+    let answer = fake.wait_answer(&press).await;
+    assert_eq!(answer.text, format!("{name}: paused"));
+
+    // A plan that needs a person: the button approves it, and only an approver's press counts.
+    fake.user_says_code(BOB, "/every 1h `approve-me now`", "approve-me now");
+    let waiting = fake
+        .wait_sent(chat(BOB), &["awaiting_approval", "Plan hash: "])
+        .await;
+    let data = button_data(&waiting.buttons).remove(0);
+    assert!(data.starts_with("sapprove:"), "{data}");
+    let press = fake.press(BOB, chat(BOB), waiting.message_id, &data);
+    assert_eq!(fake.wait_answer(&press).await.text, "Not allowed.");
+    let press = fake.press(ALICE, chat(BOB), waiting.message_id, &data);
+    let answer = fake.wait_answer(&press).await;
+    assert!(answer.text.ends_with(": active"), "{}", answer.text);
+    let approved_name = data.split(':').nth(1).unwrap();
+    let s = stack
+        .api_raw(
+            subjects::api::SCHEDULES_GET,
+            serde_json::json!({"name": approved_name})
+                .to_string()
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s["approved_by"], format!("telegram:{ALICE}"));
+    assert_eq!(s["created_by"], format!("telegram:{BOB}"));
 }

@@ -342,8 +342,12 @@ impl Job {
                 summary,
                 planner,
                 plan_hash,
+                lock,
                 ..
             } => {
+                if self.wants.lock.is_none() {
+                    self.wants.lock = lock.clone();
+                }
                 self.plan = Some(Plan {
                     hash: plan_hash.clone(),
                     summary: summary.clone(),
@@ -546,6 +550,7 @@ pub(crate) mod tests {
             plan_hash: crate::spec::plan_hash(&[]),
             model: None,
             usage: None,
+            lock: None,
         }
     }
 

@@ -20,6 +20,7 @@
 pub mod job;
 pub mod owner;
 pub mod route;
+pub mod schedule;
 pub mod timing;
 
 pub use job::{Applied, Change, Illegal, Job, Open};

@@ -20,6 +20,7 @@ mod paths;
 mod remote;
 mod render;
 mod sandbox;
+mod schedule;
 mod signals;
 mod submit;
 mod up;

@@ -15,7 +15,7 @@ use skynet_runtime::{ConfigError, NatsArgs};
 
 use crate::connect::{Conn, Failure};
 use crate::exit::{self, Exit};
-use crate::{artifacts, render, submit};
+use crate::{artifacts, render, schedule, submit};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -68,6 +68,11 @@ pub enum Command {
         /// Download them into this directory (created if missing), keeping their paths.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Schedules: a job at every tick of a calendar (`skynet schedule add|ls|show|pause|resume|rm|approve`).
+    Schedule {
+        #[command(subcommand)]
+        command: schedule::ScheduleCommand,
     },
     /// List workers.
     Workers {
@@ -126,6 +131,10 @@ pub fn report(e: anyhow::Error) -> ExitCode {
 /// A command whose arguments have been checked.
 enum Prepared {
     Submit(Box<submit::Submission>),
+    Schedule(
+        schedule::ScheduleCommand,
+        Option<Box<skynet_protocol::schedule::CreateRequest>>,
+    ),
     Other(Command),
 }
 
@@ -133,6 +142,17 @@ impl Prepared {
     fn check(command: Command) -> Result<Self, ConfigError> {
         Ok(match command {
             Command::Submit(args) => Prepared::Submit(Box::new(submit::Submission::new(args)?)),
+            Command::Schedule {
+                command: schedule::ScheduleCommand::Add(args),
+            } => {
+                let create = schedule::check(args)?;
+                let name = create.name.clone();
+                Prepared::Schedule(
+                    schedule::ScheduleCommand::Show { name, json: false },
+                    Some(Box::new(create)),
+                )
+            }
+            Command::Schedule { command } => Prepared::Schedule(command, None),
             other => Prepared::Other(other),
         })
     }
@@ -143,10 +163,13 @@ async fn run(nats: NatsArgs, command: Prepared) -> anyhow::Result<ExitCode> {
     let conn = crate::connect::connect(&nats, "skynet-cli").await?;
     let command = match command {
         Prepared::Submit(s) => return s.run(&conn).await,
+        Prepared::Schedule(c, add) => return schedule::run(&conn, c, add.map(|a| *a)).await,
         Prepared::Other(c) => c,
     };
     match command {
-        Command::Submit(_) => Err(anyhow::anyhow!("submit was prepared above")),
+        Command::Submit(_) | Command::Schedule { .. } => {
+            Err(anyhow::anyhow!("submit and schedule were prepared above"))
+        }
         Command::Status { id, json } => {
             let job = get(&conn, &id).await?;
             if json {

@@ -16,7 +16,9 @@ use clap::Args;
 use futures::{Stream, StreamExt};
 use skynet_protocol::alert::Alert;
 use skynet_protocol::api::{Empty, JobView, WorkerStatus, WorkersReply};
-use skynet_protocol::{Event, EventKind, JobId, JobRequest, Step, WorkerId, streams, subjects};
+use skynet_protocol::{
+    Event, EventKind, JobId, JobRequest, Priority, Step, WorkerId, streams, subjects,
+};
 use skynet_runtime::ConfigError;
 use skynet_runtime::api::CallError;
 use skynet_runtime::logs::LogMsg;
@@ -52,6 +54,15 @@ pub struct SubmitArgs {
     #[arg(long)]
     retries: Option<u32>,
 
+    /// Among jobs waiting for the same workers, higher first: high, normal (default), low.
+    #[arg(long)]
+    priority: Option<Priority>,
+
+    /// Never run at the same time as another job with this lock (e.g. `repo:~/src/app`);
+    /// a later one waits until the holder ends.
+    #[arg(long)]
+    lock: Option<String>,
+
     /// The job's id (default: a new random id). Submitting an id again never makes a
     /// second job.
     #[arg(long)]
@@ -74,6 +85,50 @@ pub struct SubmitArgs {
     /// are run as-is without a shell (`-- cargo test --release`).
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+/// What a schedule's request is made of: the flags `skynet schedule add` shares with
+/// `submit`.
+pub struct RequestFlags {
+    pub goal: Option<String>,
+    pub file: Option<PathBuf>,
+    pub worker: Option<String>,
+    pub labels: Vec<String>,
+    pub timeout_s: Option<u64>,
+    pub retries: Option<u32>,
+    pub cwd: Option<String>,
+    pub priority: Option<Priority>,
+    pub lock: Option<String>,
+    pub command: Vec<String>,
+}
+
+/// The request `flags` describe, without an id or a requester (a schedule sets both).
+pub fn schedule_request(flags: RequestFlags) -> Result<JobRequest, ConfigError> {
+    let args = SubmitArgs {
+        goal: flags.goal,
+        file: flags.file,
+        worker: flags.worker,
+        labels: flags.labels,
+        timeout_s: flags.timeout_s,
+        retries: flags.retries,
+        priority: flags.priority,
+        lock: flags.lock,
+        id: None,
+        cwd: flags.cwd,
+        wait: false,
+        attach: false,
+        command: flags.command,
+    };
+    let (mut req, chosen) = request(&args)?;
+    if chosen {
+        return Err(ConfigError::new(
+            "--file",
+            "a schedule's request has no id (each tick's job is <name>-<time>)",
+        ));
+    }
+    req.id = None;
+    req.requested_by = None;
+    Ok(req)
 }
 
 /// Builds the request from the flags; says whether the caller chose its id.
@@ -155,6 +210,12 @@ fn request(args: &SubmitArgs) -> Result<(JobRequest, bool), ConfigError> {
     }
     if let Some(r) = args.retries {
         req.retries = r;
+    }
+    if let Some(p) = args.priority {
+        req.priority = p;
+    }
+    if let Some(l) = &args.lock {
+        req.lock = Some(l.clone());
     }
     if let Some(id) = &args.id {
         req.id = Some(JobId::parse(id).map_err(|e| ConfigError::new("--id", e.to_string()))?);

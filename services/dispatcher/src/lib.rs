@@ -15,13 +15,17 @@
 //!   jobs are retried or fail (`worker_lost`), after their specs are withdrawn;
 //! - the clock ([`owner::tick`]): specs sent again when a start does not come, stops past the
 //!   time limit, repeated cancels, and ends nobody confirmed (`timed_out`, `force_cancelled`);
-//! - cancels: `skynet.api.jobs.cancel` ([`owner::cancel`]).
+//! - cancels: `skynet.api.jobs.cancel` ([`owner::cancel`]);
+//! - schedules ([`schedules`]): each tick of a schedule in `skynet-schedules` becomes a job
+//!   (decided by `lifecycle::schedule`), and `skynet.api.schedules.get`, `.list`, `.pause`,
+//!   `.resume`, `.delete`.
 //!
 //! Several copies may run: each follows everything, and races settle on the event log's
 //! expected-sequence check (the loser reads the job again and decides again).
 
 mod effects;
 mod relay;
+mod schedules;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -73,6 +77,7 @@ pub(crate) struct Owner {
     offline: HashSet<WorkerId>,
     /// Something changed that may let a waiting job go.
     reroute: bool,
+    sched: schedules::Scheduler,
 }
 
 /// Runs the dispatcher until `shutdown` is cancelled.
@@ -96,6 +101,15 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         ));
     }
 
+    let sched = schedules::Scheduler::open(&js).await?;
+    schedules::serve(
+        &service,
+        &tasks,
+        js.get_key_value(streams::SCHEDULES_BUCKET).await?,
+    )
+    .await?;
+    let mut schedule_updates = schedules::watch(js.clone(), shutdown.clone());
+
     let (mut follower, open) = Follower::start(&log, &js, "dispatcher").await?;
     let mut d = Owner {
         timing: cfg.timing,
@@ -105,6 +119,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         workers: HashMap::new(),
         offline: HashSet::new(),
         reroute: true,
+        sched,
     };
     let mut registry = registry::watch(js.clone(), shutdown.clone());
     let mut conditions = watch_conditions(js.clone(), shutdown.clone());
@@ -145,6 +160,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
             },
             Some(update) = registry.recv() => d.on_registry(update, follower.is_live()).await,
             Some(c) = conditions.recv() => d.on_condition(c, follower.is_live()).await,
+            Some(u) = schedule_updates.recv() => d.sched.on_update(u),
             msg = relay.next(), if follower.is_live() => match msg {
                 Some(msg) => {
                     let mut batch = vec![msg];
@@ -156,6 +172,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
             _ = tick.tick(), if follower.is_live() => {
                 relay.flush().await;
                 d.on_tick().await;
+                d.sched.turn(&d.open, &d.fx).await;
                 follower.snapshot(&d.open, false);
             }
         }

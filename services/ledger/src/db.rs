@@ -507,6 +507,7 @@ mod tests {
                     plan_hash: "h".into(),
                     model: None,
                     usage: None,
+                    lock: None,
                 },
             ),
             ev(

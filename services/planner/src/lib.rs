@@ -15,12 +15,14 @@
 //! planner never runs or approves anything: every plan goes to policy.
 //!
 //! Serves `skynet.api.jobs.submit`, which validates, assigns an id and stores the request in
-//! the intake stream before replying.
+//! the intake stream before replying, and `skynet.api.schedules.create` ([`schedules`]),
+//! which plans a new schedule once, has policy judge it, and writes it to `skynet-schedules`.
 
 pub mod config;
 pub mod llm;
 pub mod plan;
 pub mod rules;
+mod schedules;
 pub mod skills;
 pub mod usage;
 
@@ -185,6 +187,21 @@ pub async fn run(
             move |payload: Bytes| {
                 let js = js.clone();
                 async move { submit(&js, &payload).await }
+            },
+        ));
+    }
+    {
+        let kv = js
+            .get_key_value(streams::SCHEDULES_BUCKET)
+            .await
+            .context("opening the schedules bucket")?;
+        let (intake, client) = (intake.clone(), client.clone());
+        tasks.tasks.spawn(api::serve_raw(
+            api::endpoint(&service, subjects::api::SCHEDULES_CREATE).await?,
+            tasks.clone(),
+            move |payload: Bytes| {
+                let (intake, client, kv) = (intake.clone(), client.clone(), kv.clone());
+                async move { schedules::create(&intake, &client, &kv, &payload).await }
             },
         ));
     }
@@ -408,6 +425,7 @@ impl Intake {
                 planner: p.planner,
                 model: p.model,
                 usage: p.usage,
+                lock: p.lock,
             },
             Outcome::Reject(reason) => EventKind::Rejected {
                 reason,

@@ -20,6 +20,34 @@ pub struct Plan {
     pub planner: String,
     pub model: Option<String>,
     pub usage: Option<Usage>,
+    /// The lock the plan takes by default (see [`default_lock`]).
+    pub lock: Option<String>,
+}
+
+/// The skills that touch a repository, and the argument that names its directory.
+const LOCKING_SKILLS: [(&str, &str); 4] = [
+    ("git_sync", "repo"),
+    ("git_commit", "repo"),
+    ("run_tests", "dir"),
+    ("build", "dir"),
+];
+
+/// A plan that uses a skill touching a repository locks that directory (`repo:<dir>`, the
+/// first such skill's), so two such jobs never work in one checkout at once.
+pub fn default_lock(original: &[Step]) -> Option<String> {
+    original.iter().find_map(|step| {
+        let Step::Skill { name, args, .. } = step else {
+            return None;
+        };
+        let (_, arg) = LOCKING_SKILLS.iter().find(|(n, _)| n == name)?;
+        let dir = args.get(*arg)?.as_str()?.trim().trim_end_matches('/');
+        (!dir.is_empty()).then(|| {
+            let lock = format!("repo:{dir}");
+            lock.chars()
+                .take(skynet_protocol::job::limits::LOCK_CHARS)
+                .collect()
+        })
+    })
 }
 
 /// What planning a request came to.
@@ -87,6 +115,7 @@ pub fn finish(original: &[Step], skills: &Skills, planner: &str) -> Outcome {
         ));
     }
     Outcome::Plan(Plan {
+        lock: default_lock(original),
         summary: summarize(original, skills),
         steps,
         planner: planner.into(),
@@ -116,6 +145,26 @@ mod tests {
 
     fn skills() -> Skills {
         Skills::builtin().unwrap()
+    }
+
+    #[test]
+    fn skills_that_touch_a_repository_lock_its_directory() {
+        let req = JobRequest::from_slice(
+            br#"{"steps":[{"action":"skill","name":"disk_usage","args":{}},{"action":"skill","name":"run_tests","args":{"dir":"~/src/app/"}}]}"#,
+        )
+        .unwrap();
+        let Some(Outcome::Plan(p)) = pass_through(&req, &skills()) else {
+            panic!("not planned")
+        };
+        assert_eq!(p.lock.as_deref(), Some("repo:~/src/app"));
+        let req = JobRequest::from_slice(
+            br#"{"steps":[{"action":"skill","name":"disk_usage","args":{"path":"~/src"}}]}"#,
+        )
+        .unwrap();
+        let Some(Outcome::Plan(p)) = pass_through(&req, &skills()) else {
+            panic!("not planned")
+        };
+        assert_eq!(p.lock, None);
     }
 
     #[test]

@@ -11,9 +11,14 @@
 //!
 //! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`. A person's decision records
 //! the identity whose signature verifies (`skynet_protocol::approval`), never the request's
-//! free-text `by`.
+//! free-text `by`. For schedules ([`schedules`]) it serves `skynet.api.schedules.approve`
+//! and the internal `schedules.judge` (a new schedule's plan, judged once); a schedule's
+//! tick jobs (`requested_by: schedule:<name>`) are approved by whoever let the schedule run
+//! (policy or a person) when their plan is the schedule's; every other plan of theirs is
+//! denied.
 
 pub mod rules;
+mod schedules;
 pub mod shell;
 
 use std::path::PathBuf;
@@ -131,6 +136,7 @@ struct Engine {
     sealer: Sealer,
     log: EventLog,
     open: Open,
+    schedules: async_nats::jetstream::kv::Store,
 }
 
 /// Runs policy until `shutdown` is cancelled.
@@ -176,12 +182,24 @@ pub async fn run(
         ));
     }
 
+    let schedules_kv = js
+        .get_key_value(skynet_protocol::streams::SCHEDULES_BUCKET)
+        .await?;
+    schedules::serve(
+        &service,
+        &tasks,
+        schedules_kv.clone(),
+        config.policy.clone(),
+    )
+    .await?;
+
     let (mut follower, open) = Follower::start(&log, &js, "policy").await?;
     let mut engine = Engine {
         policy: config.policy.clone(),
         sealer,
         log: log.clone(),
         open,
+        schedules: schedules_kv,
     };
     if follower.is_live() {
         engine.reconcile().await;
@@ -314,6 +332,24 @@ impl Engine {
         } else {
             self.policy.judge(&steps)
         };
+        let of_schedule =
+            skynet_protocol::schedule::schedule_of(&job.id, job.wants.requested_by.as_deref());
+        if let Some(name) = of_schedule {
+            let kind = match schedules::tick_approval(&self.schedules, &name, &hash, &j).await? {
+                Ok(by) => EventKind::Approved {
+                    seal: Some(self.sealer.seal(job, &by, j.allowed_env)?),
+                    by,
+                    reasons: vec![format!("a tick of schedule {name}")],
+                },
+                Err(reason) => EventKind::Denied {
+                    reason,
+                    by: "policy".into(),
+                    steps: vec![],
+                },
+            };
+            tracing::info!(job_id = %job.id, schedule = %name, decision = %kind.state(), "judged a tick");
+            return Ok(kind);
+        }
         Ok(match j.verdict {
             Verdict::Allow => EventKind::Approved {
                 by: "policy".into(),

@@ -16,6 +16,9 @@ pub enum Command {
         reason: Option<String>,
     },
     Workers,
+    /// `/every <spec> <request>`: a schedule.
+    Every(String),
+    Schedules,
     /// A command this bot does not know, addressed to it.
     Unknown(String),
 }
@@ -29,7 +32,7 @@ pub enum Parsed {
 }
 
 /// The commands and their descriptions, as registered with `setMyCommands`.
-pub const LIST: [(&str, &str); 9] = [
+pub const LIST: [(&str, &str); 11] = [
     ("run", "Plan and run something: /run what to do"),
     ("status", "A job's state, plan and result: /status id"),
     ("jobs", "The latest jobs"),
@@ -38,6 +41,11 @@ pub const LIST: [(&str, &str); 9] = [
     ("approve", "Approve a job that waits: /approve id"),
     ("deny", "Deny a job that waits: /deny id [reason]"),
     ("workers", "The machines and what they run"),
+    ("every", "Run something on a schedule: /every 1h what to do"),
+    (
+        "schedules",
+        "The schedules, with buttons to pause and approve",
+    ),
     ("help", "What this bot can do"),
 ];
 
@@ -78,6 +86,8 @@ pub fn parse(text: &str, bot: Option<&str>, group: bool) -> Parsed {
                 reason: rest.filter(|r| !r.is_empty()),
             },
             "workers" => Command::Workers,
+            "every" => Command::Every(args),
+            "schedules" => Command::Schedules,
             // In a group, an unknown command is probably another bot's.
             _ if group && target.is_none() => return Parsed::Ignore,
             other => Command::Unknown(other.chars().take(32).collect()),

@@ -338,6 +338,7 @@ mod tests {
                 plan_hash: "ab".repeat(32),
                 model: None,
                 usage: None,
+                lock: None,
             }),
             ev(EventKind::AwaitingApproval {
                 risk: Risk::Medium,
@@ -424,6 +425,7 @@ mod tests {
             plan_hash: "ab".repeat(32),
             model: None,
             usage: None,
+            lock: None,
         });
         let s = JobStatus::from_events(
             JobId::parse("j").unwrap(),

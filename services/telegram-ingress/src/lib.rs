@@ -27,6 +27,7 @@ mod html;
 mod hub;
 mod job;
 mod render;
+mod schedules;
 mod store;
 mod telegram;
 mod updates;

@@ -556,6 +556,8 @@ pub fn help() -> Doc {
         .line("/cancel <i>id</i> — stop a job")
         .line("/approve <i>id</i> · /deny <i>id</i> [reason] — decide a job that waits for approval")
         .line("/workers — the machines and what they run")
+        .line("/every <i>1h what to do</i> — run it on a schedule (also <code>@hourly</code>, <code>@daily</code>); judged once, now")
+        .line("/schedules — the schedules, with buttons to pause, resume and approve")
         .line("An id may be shortened to its first 6 or more characters.");
     doc
 }
@@ -608,6 +610,7 @@ mod tests {
                     plan_hash: "0123456789abcdef".repeat(4),
                     model: None,
                     usage: None,
+                    lock: None,
                 },
                 at: "2026-11-25T20:00:00.000Z".into(),
             },

@@ -28,8 +28,8 @@ use crate::commands::{self, Command, Intent, Parsed};
 use crate::html::{Doc, MAX_CAPTION, clip, esc, text_len};
 use crate::hub::Hub;
 use crate::job::JobStatus;
-use crate::render;
 use crate::telegram::SendError;
+use crate::{render, schedules};
 
 /// Output up to this many characters is shown in a message; more goes as a file.
 const INLINE_LOG_CHARS: usize = 3500;
@@ -136,7 +136,7 @@ impl Handler {
             return;
         }
         let need = match &command {
-            Command::Run(_) | Command::Cancel(_) => Need::Run,
+            Command::Run(_) | Command::Cancel(_) | Command::Every(_) => Need::Run,
             Command::Approve(_) | Command::Deny { .. } => Need::Approve,
             _ => Need::Read,
         };
@@ -170,6 +170,19 @@ impl Handler {
                 self.decide(uid, chat, reply_to, &id, false, reason).await
             }
             Command::Workers => self.workers(chat, reply_to).await,
+            Command::Every(args) => self.every(msg, uid, chat, &args).await,
+            Command::Schedules => {
+                for (text, buttons) in schedules::list(&self.nats).await {
+                    if let Err(e) = self
+                        .hub
+                        .tg
+                        .send_html(chat, &text, buttons, Some(reply_to))
+                        .await
+                    {
+                        tracing::warn!(chat, error = %e, "could not reply");
+                    }
+                }
+            }
             Command::Unknown(name) => {
                 let text = format!("I do not know /{}. /help lists what I can do.", esc(&name));
                 self.say(chat, reply_to, &text).await;
@@ -238,6 +251,45 @@ impl Handler {
             ) && utf16_slice(text, e.offset, e.length)
                 .is_some_and(|code| code.trim() == args.trim() && !code.trim().is_empty())
         })
+    }
+
+    /// `/every <spec> <request>`.
+    async fn every(&self, msg: &Message, uid: u64, chat: i64, args: &str) {
+        let reply_to = msg.id.0;
+        let parsed = schedules::parse_every(args).and_then(|(cron, rest)| {
+            let intent = commands::intent(&rest, Self::whole_is_code(msg, &rest))?;
+            Some((cron, rest, intent))
+        });
+        let Some((cron, rest, intent)) = parsed else {
+            self.say(
+                chat,
+                reply_to,
+                "Tell me how often and what: <code>/every 1h run the tests in ~/src/app</code> (or <code>@daily</code>, <code>@hourly</code>).",
+            )
+            .await;
+            return;
+        };
+        let name = schedules::name_for(
+            &rest,
+            &format!("telegram:{}:{chat}:{}", self.me.id, msg.id.0),
+        );
+        let (text, buttons) = schedules::every(
+            &self.nats,
+            name,
+            cron,
+            intent,
+            format!("{}{uid}", crate::TELEGRAM_PREFIX),
+            format!("{}{chat}", crate::TELEGRAM_PREFIX),
+        )
+        .await;
+        if let Err(e) = self
+            .hub
+            .tg
+            .send_html(chat, &text, buttons, Some(reply_to))
+            .await
+        {
+            tracing::warn!(chat, error = %e, "could not reply");
+        }
     }
 
     async fn run(&self, msg: &Message, uid: u64, chat: i64, args: &str) {
@@ -614,6 +666,25 @@ impl Handler {
     async fn on_button(&mut self, q: &CallbackQuery) {
         let uid = q.from.id.0;
         let tg = self.hub.tg.clone();
+        if let Some(button) = q.data.as_deref().and_then(schedules::parse_button) {
+            let allowed = match button {
+                schedules::Button::Approve { .. } => self.hub.access.can_approve(uid),
+                _ => self.hub.access.can_run(uid),
+            };
+            if !allowed {
+                tracing::warn!(
+                    user_id = uid,
+                    "a schedule button pressed by someone who may not"
+                );
+                tg.answer(&q.id.0, "Not allowed.", true).await;
+                return;
+            }
+            let by = format!("{}{uid}", crate::TELEGRAM_PREFIX);
+            let answer = schedules::press(&self.nats, button, by).await;
+            tracing::info!(user_id = uid, %answer, "schedule button");
+            tg.answer(&q.id.0, &answer, false).await;
+            return;
+        }
         let Some((approve, job)) = q.data.as_deref().and_then(parse_button) else {
             tracing::warn!(user_id = uid, "a button with unknown data");
             tg.answer(&q.id.0, "This button is not understood.", false)

@@ -482,6 +482,7 @@ async fn fill_history(js: &jetstream::Context, n: usize) {
                 plan_hash: "h".into(),
                 model: None,
                 usage: None,
+                lock: None,
             },
             EventKind::Approved {
                 by: "policy".into(),

@@ -433,6 +433,7 @@ impl LlmPlanner {
                         summary
                     };
                     return Ok(Outcome::Plan(Plan {
+                        lock: crate::plan::default_lock(&original),
                         steps,
                         summary,
                         planner: self.name().into(),

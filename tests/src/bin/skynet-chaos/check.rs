@@ -9,7 +9,7 @@ use async_nats::Client;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
 use futures::StreamExt;
 use skynet_protocol::lifecycle::Job;
-use skynet_protocol::{Event, JobId, JobState, streams, subjects};
+use skynet_protocol::{Event, EventKind, JobId, JobState, streams, subjects};
 
 use crate::load::{Kind, Planned};
 
@@ -52,6 +52,85 @@ async fn read_all(
         }
     }
     Ok(out)
+}
+
+/// The jobs the soak's schedule made so far.
+pub async fn tick_jobs(js: &jetstream::Context) -> anyhow::Result<Vec<JobId>> {
+    let prefix = format!("{}-", crate::load::SCHEDULE);
+    Ok(events(js)
+        .await?
+        .into_keys()
+        .filter(|id| id.as_str().starts_with(&prefix))
+        .collect())
+}
+
+/// Each tick made one job (its id is the tick's), intake saw it once, and the schedule fired.
+fn ticks(events: &HashMap<JobId, Vec<(u64, Event)>>, planned: &HashMap<JobId, Planned>) -> Row {
+    let mut row = Row::new("no tick fired twice (one job per tick, received once)");
+    let mut ticks = std::collections::HashSet::new();
+    for (id, p) in planned.iter().filter(|(_, p)| p.kind == Kind::Tick) {
+        row.count += 1;
+        let _ = p;
+        let history = events.get(id).cloned().unwrap_or_default();
+        let received = history
+            .iter()
+            .filter(|(_, e)| e.state() == JobState::Received)
+            .count();
+        let by = history.iter().find_map(|(_, e)| match &e.kind {
+            EventKind::Received { request } => request.requested_by.clone(),
+            _ => None,
+        });
+        let stamp = id.as_str().rsplit('-').next().unwrap_or("").to_owned();
+        if received != 1 || by.as_deref() != Some("schedule:chaos-tick") || !ticks.insert(stamp) {
+            row.violations
+                .push(format!("{id}: received {received}×, requested by {by:?}"));
+        }
+    }
+    if row.count == 0 {
+        row.violations.push("the schedule never fired".into());
+    }
+    row
+}
+
+/// Holding a lock: from a job's `dispatched` until its attempt ended (`queued` again, or
+/// its end). Two jobs' holds of one lock never overlap.
+fn locks(events: &HashMap<JobId, Vec<(u64, Event)>>) -> Row {
+    let mut row = Row::new("no lock held after its holder ended (holds never overlap)");
+    let mut holds: HashMap<String, Vec<(i64, i64, JobId)>> = HashMap::new();
+    for (id, history) in events {
+        let mut lock = None;
+        let mut from = None;
+        for (_, e) in history {
+            match &e.kind {
+                EventKind::Received { request } => lock = request.lock.clone(),
+                EventKind::Planned { lock: l, .. } if lock.is_none() => lock = l.clone(),
+                EventKind::Dispatched { .. } => from = Some(at_ms(e)),
+                _ if e.state() == JobState::Queued || e.state().is_terminal() => {
+                    if let (Some(l), Some(f)) = (&lock, from.take()) {
+                        holds
+                            .entry(l.clone())
+                            .or_default()
+                            .push((f, at_ms(e), id.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    for (lock, mut h) in holds {
+        h.sort();
+        row.count += h.len();
+        for pair in h.windows(2) {
+            let ((_, end_a, a), (start_b, _, b)) = (&pair[0], &pair[1]);
+            if start_b < end_a {
+                row.violations.push(format!(
+                    "{lock}: {b} was dispatched {} ms before {a} let go",
+                    end_a - start_b
+                ));
+            }
+        }
+    }
+    row
 }
 
 /// Every event of every job, in order.
@@ -288,5 +367,7 @@ pub async fn run(
             .push(format!("pid {pid} of job {job} still runs"));
     }
     rows.extend([acked, terminal, ledger, once, before_end, complete, gone]);
+    rows.push(ticks(&events, planned));
+    rows.push(locks(&events));
     Ok((rows, states))
 }

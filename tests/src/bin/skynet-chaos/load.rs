@@ -24,6 +24,10 @@ pub enum Kind {
     Retried,
     TimedOut,
     Probe,
+    /// Holds one of two locks for a second or three.
+    Locked,
+    /// A tick of the soak's schedule.
+    Tick,
 }
 
 impl Kind {
@@ -36,6 +40,8 @@ impl Kind {
             Kind::Retried => "retries: 1",
             Kind::TimedOut => "timed out",
             Kind::Probe => "probe",
+            Kind::Locked => "locked",
+            Kind::Tick => "schedule tick",
         }
     }
 }
@@ -79,9 +85,15 @@ fn script(lines: usize, sleep_ms: u64, ask: bool) -> String {
 pub fn pick(rng: &mut StdRng) -> (Kind, serde_json::Value, usize) {
     let roll = rng.gen_range(0..100);
     let lines = rng.gen_range(1..40);
+    let which_lock = rng.gen_range(0..2);
     let (kind, sleep_ms, extra) = match roll {
         0..=34 => (Kind::Quick, 0, json!({})),
-        35..=59 => (Kind::Long, rng.gen_range(2000..5000), json!({})),
+        35..=49 => (Kind::Long, rng.gen_range(2000..5000), json!({})),
+        50..=59 => (
+            Kind::Locked,
+            rng.gen_range(1000..3000),
+            json!({"lock": format!("chaos-lock-{which_lock}")}),
+        ),
         60..=69 => (Kind::Approval, rng.gen_range(0..1500), json!({})),
         70..=79 => (Kind::Cancelled, rng.gen_range(3000..8000), json!({})),
         80..=94 => (
@@ -101,6 +113,22 @@ pub fn pick(rng: &mut StdRng) -> (Kind, serde_json::Value, usize) {
         }
     }
     (kind, request, lines)
+}
+
+/// The name of the soak's schedule; its ticks are `chaos-tick-<time>`.
+pub const SCHEDULE: &str = "chaos-tick";
+/// The lines each tick's step prints.
+pub const TICK_LINES: usize = 3;
+
+/// The soak's schedule: every 2 s a job of a second or so, queued behind a running one.
+pub fn schedule() -> serde_json::Value {
+    json!({
+        "name": SCHEDULE,
+        "cron": "@every 2s",
+        "overlap": "queue",
+        "by": "cli:chaos",
+        "request": {"steps": [{"action": "shell", "cmd": script(TICK_LINES, 1200, false)}], "lock": "chaos-lock-0"},
+    })
 }
 
 /// A quick, urgent job: how long after a NATS restart the next job runs.

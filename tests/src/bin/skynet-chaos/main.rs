@@ -214,6 +214,23 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
         });
     }
 
+    // The schedule, created once the services answer.
+    {
+        let client = admin.clone();
+        tokio::spawn(async move {
+            let made = load::call(
+                &client,
+                subjects::api::SCHEDULES_CREATE,
+                load::schedule(),
+                Duration::from_secs(60),
+            )
+            .await;
+            if !matches!(made, Some(Ok(_))) {
+                eprintln!("chaos: the schedule was not created: {made:?}");
+            }
+        });
+    }
+
     let started = Instant::now();
     let end = started + Duration::from_secs(args.seconds);
     // The load.
@@ -361,6 +378,21 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     topology.revive();
     let submitted = load.await.unwrap_or(0);
     eprintln!("chaos: {submitted} jobs submitted; settling");
+    // The schedule stops making jobs; its ticks so far are checked like every job.
+    load::call(
+        &admin,
+        subjects::api::SCHEDULES_PAUSE,
+        serde_json::json!({"name": load::SCHEDULE, "by": "cli:chaos"}),
+        Duration::from_secs(60),
+    )
+    .await;
+    for id in check::tick_jobs(&js).await? {
+        lock(&ledger).entry(id).or_insert(load::Planned {
+            kind: Kind::Tick,
+            lines: load::TICK_LINES,
+            acked: true,
+        });
+    }
     let settle_until = Instant::now() + Duration::from_secs(args.settle_seconds);
     let open = loop {
         let open: Vec<JobId> = {

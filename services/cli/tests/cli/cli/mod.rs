@@ -4,5 +4,6 @@
 mod docs;
 mod errors;
 mod first_hour;
+mod schedule;
 mod submit;
 mod up;

@@ -336,8 +336,15 @@ impl Engine {
             skynet_protocol::schedule::schedule_of(&job.id, job.wants.requested_by.as_deref());
         if let Some(name) = of_schedule {
             let kind = match schedules::tick_approval(&self.schedules, &name, &hash, &j).await? {
+                // A person who approved the schedule approved its plan as a whole, network
+                // included, as with a job's approval.
                 Ok(by) => EventKind::Approved {
-                    seal: Some(self.sealer.seal(job, &by, j.allowed_env)?),
+                    seal: Some(self.sealer.seal(
+                        job,
+                        &by,
+                        j.allowed_env,
+                        j.network || by != "policy",
+                    )?),
                     by,
                     reasons: vec![format!("a tick of schedule {name}")],
                 },

@@ -7,9 +7,7 @@ use serde_json::json;
 use skynet_protocol::JobId;
 use skynet_protocol::api::Empty;
 use skynet_protocol::approval::ScheduleDecision;
-use skynet_protocol::schedule::{
-    ApproveRequest, ListReply, NameRequest, Schedule, ScheduleState,
-};
+use skynet_protocol::schedule::{ApproveRequest, ListReply, NameRequest, Schedule, ScheduleState};
 use skynet_protocol::subjects::api;
 use skynet_runtime::api::{CallError, call};
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
@@ -210,10 +208,7 @@ pub async fn press(
             let signature = signer.and_then(|key| {
                 skynet_protocol::approval::sign(
                     key,
-                    &ScheduleDecision {
-                        name,
-                        plan_hash,
-                    },
+                    &ScheduleDecision { name, plan_hash },
                     skynet_protocol::time::now_ms() / 1000,
                     Some(uid.to_string()),
                 )

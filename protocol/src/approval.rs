@@ -6,17 +6,23 @@
 //! the person a service acts for (the Telegram ingress signs for one of its approvers), so
 //! it cannot be moved to another job, plan or verdict. Policy knows the public keys of the
 //! approving identities ([`Approvers`], written by `skynet creds` as `approvers`).
+//!
+//! A schedule's approval ([`ScheduleDecision`]: the schedule's name, its plan hash, the
+//! verdict `approve`) is signed the same way under another domain, so a job decision's
+//! signature never counts as a schedule's approval, nor the other way round, even when a
+//! job id and a schedule name are the same text.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::JobId;
 
 const DOMAIN: &[u8] = b"skynet-decision-v1\0";
+const SCHEDULE_DOMAIN: &[u8] = b"skynet-schedule-decision-v1\0";
 
 /// How far a signature's time may be from policy's clock (either way).
 pub const MAX_SKEW_S: i64 = 300;
 
-/// The signature on a `jobs.approve` / `jobs.deny` request.
+/// The signature on a `jobs.approve` / `jobs.deny` / `schedules.approve` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionSignature {
@@ -56,6 +62,53 @@ pub struct Decision<'a> {
     pub verdict: Verdict,
 }
 
+/// What a schedule approval's signature covers: the schedule, the plan hash (or its prefix)
+/// the person saw, as sent in the request, and the verdict (`approve`).
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduleDecision<'a> {
+    pub name: &'a str,
+    pub plan_hash: &'a str,
+}
+
+/// Something a person signs: the exact bytes a signature at `at` (for `user`) covers.
+pub trait Signable {
+    fn signed_bytes(&self, at: i64, user: Option<&str>) -> Vec<u8>;
+}
+
+impl Signable for Decision<'_> {
+    fn signed_bytes(&self, at: i64, user: Option<&str>) -> Vec<u8> {
+        // A JSON array: every field delimited, none can run into the next.
+        let body = serde_json::json!([
+            self.job_id.as_str(),
+            self.plan_hash,
+            self.verdict.as_str(),
+            at,
+            user.unwrap_or("")
+        ])
+        .to_string();
+        let mut v = DOMAIN.to_vec();
+        v.extend_from_slice(body.as_bytes());
+        v
+    }
+}
+
+impl Signable for ScheduleDecision<'_> {
+    fn signed_bytes(&self, at: i64, user: Option<&str>) -> Vec<u8> {
+        let body = serde_json::json!([
+            "schedule",
+            self.name,
+            self.plan_hash,
+            Verdict::Approve.as_str(),
+            at,
+            user.unwrap_or("")
+        ])
+        .to_string();
+        let mut v = SCHEDULE_DOMAIN.to_vec();
+        v.extend_from_slice(body.as_bytes());
+        v
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApprovalError {
     #[error("signing the decision: {0}")]
@@ -70,31 +123,16 @@ pub enum ApprovalError {
     Malformed(String),
 }
 
-fn signed_bytes(d: &Decision<'_>, at: i64, user: Option<&str>) -> Vec<u8> {
-    // A JSON array: every field delimited, none can run into the next.
-    let body = serde_json::json!([
-        d.job_id.as_str(),
-        d.plan_hash,
-        d.verdict.as_str(),
-        at,
-        user.unwrap_or("")
-    ])
-    .to_string();
-    let mut v = DOMAIN.to_vec();
-    v.extend_from_slice(body.as_bytes());
-    v
-}
-
 /// Signs `decision` at `at` (Unix seconds) with `key`, for `user` when a service acts for
 /// a person.
 pub fn sign(
     key: &nkeys::KeyPair,
-    decision: &Decision<'_>,
+    decision: &impl Signable,
     at: i64,
     user: Option<String>,
 ) -> Result<DecisionSignature, ApprovalError> {
     let sig = key
-        .sign(&signed_bytes(decision, at, user.as_deref()))
+        .sign(&decision.signed_bytes(at, user.as_deref()))
         .map_err(|e| ApprovalError::Signing(e.to_string()))?;
     Ok(DecisionSignature {
         key: key.public_key(),
@@ -179,7 +217,7 @@ impl Approvers {
     pub fn verify(
         &self,
         sig: &DecisionSignature,
-        decision: &Decision<'_>,
+        decision: &impl Signable,
         now: i64,
     ) -> Result<String, ApprovalError> {
         let approver = self
@@ -190,7 +228,7 @@ impl Approvers {
         let key = nkeys::KeyPair::from_public_key(&sig.key)
             .map_err(|_| ApprovalError::UnknownSigner(sig.key.clone()))?;
         let bytes = hex::decode(&sig.sig).map_err(|_| ApprovalError::BadSignature)?;
-        key.verify(&signed_bytes(decision, sig.at, sig.user.as_deref()), &bytes)
+        key.verify(&decision.signed_bytes(sig.at, sig.user.as_deref()), &bytes)
             .map_err(|_| ApprovalError::BadSignature)?;
         if (now - sig.at).abs() > MAX_SKEW_S {
             return Err(ApprovalError::Stale { at: sig.at, now });
@@ -311,6 +349,47 @@ mod tests {
         assert!(known.verify(&for_nobody, &d, 1000).is_err());
         let for_a_name = sign(&tg, &d, 1000, Some("policy".into())).unwrap();
         assert!(known.verify(&for_a_name, &d, 1000).is_err());
+    }
+
+    #[test]
+    fn a_job_decision_and_a_schedule_approval_never_stand_for_each_other() {
+        let (cli, tg) = (nkeys::KeyPair::new_user(), nkeys::KeyPair::new_user());
+        let known = approvers(&cli, &tg);
+        // A job and a schedule with the same name and plan.
+        let j = JobId::parse("nightly").unwrap();
+        let job = decision(&j, Verdict::Approve);
+        let sched = ScheduleDecision {
+            name: "nightly",
+            plan_hash: job.plan_hash,
+        };
+        let bad = ApprovalError::BadSignature;
+        let for_job = sign(&cli, &job, 1000, None).unwrap();
+        assert_eq!(known.verify(&for_job, &job, 1000).unwrap(), "cli:alice");
+        assert_eq!(known.verify(&for_job, &sched, 1000), Err(bad.clone()));
+        let for_sched = sign(&cli, &sched, 1000, None).unwrap();
+        assert_eq!(known.verify(&for_sched, &sched, 1000).unwrap(), "cli:alice");
+        assert_eq!(known.verify(&for_sched, &job, 1000), Err(bad.clone()));
+        let tg_sched = sign(&tg, &sched, 1000, Some("1001".into())).unwrap();
+        assert_eq!(
+            known.verify(&tg_sched, &sched, 1000).unwrap(),
+            "telegram:1001"
+        );
+        assert_eq!(known.verify(&tg_sched, &job, 1000), Err(bad.clone()));
+        // Nor to another schedule or plan; old ones are stale.
+        let other = ScheduleDecision {
+            name: "weekly",
+            ..sched
+        };
+        assert_eq!(known.verify(&for_sched, &other, 1000), Err(bad.clone()));
+        let other_plan = ScheduleDecision {
+            plan_hash: "fedcba9876543210",
+            ..sched
+        };
+        assert_eq!(known.verify(&for_sched, &other_plan, 1000), Err(bad));
+        assert!(matches!(
+            known.verify(&for_sched, &sched, 1000 + MAX_SKEW_S + 1),
+            Err(ApprovalError::Stale { .. })
+        ));
     }
 
     #[test]

@@ -297,6 +297,35 @@ impl Stack {
         serde_json::json!({"job_id": job, "plan_hash": plan_hash, "by": by, "signature": signature})
     }
 
+    /// A `schedules.approve` body for `schedule` and `plan_hash`, signed with the seed of
+    /// identity `name`, claiming to be `by`.
+    pub fn signed_schedule_approval(
+        &self,
+        name: &str,
+        schedule: &str,
+        plan_hash: &str,
+        by: &str,
+    ) -> serde_json::Value {
+        use skynet_protocol::approval::{ScheduleDecision, sign};
+        let creds = self.creds.as_ref().expect("auth is off");
+        let key = skynet_runtime::args::read_seed(&creds.seed_path(name), name)
+            .expect("seed")
+            .key_pair()
+            .expect("key");
+        let decision = ScheduleDecision {
+            name: schedule,
+            plan_hash,
+        };
+        let signature = sign(
+            &key,
+            &decision,
+            skynet_protocol::time::now_ms() / 1000,
+            None,
+        )
+        .expect("signing");
+        serde_json::json!({"name": schedule, "plan_hash": plan_hash, "by": by, "signature": signature})
+    }
+
     /// A client connected as identity `name`.
     pub async fn connect_as(&self, name: &str) -> Client {
         skynet_runtime::connect(&self.nats_args(&self.nats.url(), name), name)

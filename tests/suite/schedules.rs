@@ -285,7 +285,19 @@ async fn a_plan_that_needs_a_person_waits_for_approve_with_its_hash_then_runs_as
     .await
     .unwrap_err();
     assert_eq!(code, 404);
+    // Without identities the name given is recorded, but never policy's own.
+    for by in ["policy", "schedule:asks"] {
+        let (code, message) = call(
+            &stack,
+            api::SCHEDULES_APPROVE,
+            json!({"name": "asks", "plan_hash": hash, "by": by}),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(code, 403, "{by}: {message}");
+    }
     assert!(get(&stack, "asks").await["last_job_id"].is_null());
+    assert_eq!(get(&stack, "asks").await["state"], "awaiting_approval");
 
     let ok = call(
         &stack,
@@ -513,4 +525,95 @@ async fn schedules_work_with_every_identity_confined_to_its_permissions() {
         .await
         .unwrap();
     assert_eq!(listed["schedules"][0]["name"], "secure");
+}
+
+#[tokio::test]
+async fn a_schedule_approval_is_recorded_as_its_signer_and_an_unsigned_one_is_refused() {
+    let o = Options {
+        secure: true,
+        workers: vec!["w1"],
+        policy: Some(skynet_tests::PERMISSIVE_POLICY.into()),
+        ..Default::default()
+    };
+    let stack = Stack::start_with(o).await;
+    let cli = stack.connect_as("cli").await;
+    let created: Value = skynet_runtime::api::call(
+        &cli,
+        api::SCHEDULES_CREATE,
+        &json!({"name": "signed", "cron": "@daily", "by": "cli:alice",
+                "request": {"steps": [{"action": "shell", "cmd": "approve-me"}]}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created["state"], "awaiting_approval");
+    let hash = created["plan_hash"].as_str().unwrap().to_owned();
+    let approve = |body: Value| {
+        let cli = cli.clone();
+        async move {
+            let reply = cli
+                .request(
+                    skynet_protocol::subjects::api(api::SCHEDULES_APPROVE),
+                    body.to_string().into(),
+                )
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&reply.payload).unwrap()
+        }
+    };
+    let still_waiting = |s: Value| {
+        assert_eq!(s["state"], "awaiting_approval", "{s:#}");
+        assert!(s["approved_by"].is_null(), "{s:#}");
+        assert!(
+            !s["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["action"] == "approved"),
+            "{s:#}"
+        );
+    };
+    // Unsigned, claiming to be policy or a person: refused, saying why.
+    for by in ["policy", "alice"] {
+        let r = approve(json!({"name": "signed", "plan_hash": hash, "by": by})).await;
+        assert_eq!(r["error"]["code"], 403, "{r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains("signed"),
+            "{r}"
+        );
+    }
+    // A job decision's signature for a job of the same name and plan does not count.
+    let job = JobId::parse("signed").unwrap();
+    let mut replayed = stack.signed_decision("cli", &job, &hash, true, "policy");
+    let sig = replayed["signature"].take();
+    let r = approve(json!({"name": "signed", "plan_hash": hash, "signature": sig})).await;
+    assert_eq!(r["error"]["code"], 403, "{r}");
+    // Signed by a key that is not an approver's (a worker's), or for another plan.
+    let r = approve(stack.signed_schedule_approval("worker-w1", "signed", &hash, "policy")).await;
+    assert_eq!(r["error"]["code"], 403, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not an approver"),
+        "{r}"
+    );
+    let mut moved = stack.signed_schedule_approval("cli", "signed", "0123456789ab", "policy");
+    moved["plan_hash"] = json!(hash);
+    let r = approve(moved).await;
+    assert_eq!(r["error"]["code"], 403, "{r}");
+    still_waiting(get(&stack, "signed").await);
+
+    // Signed by the approving CLI, still claiming policy: recorded as the CLI.
+    let r = approve(stack.signed_schedule_approval("cli", "signed", &hash[..12], "policy")).await;
+    assert_eq!(r["state"], "active", "{r}");
+    let s = get(&stack, "signed").await;
+    assert_eq!(s["approved_by"], "cli:cli", "{s:#}");
+    assert!(
+        s["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["action"] == "approved" && h["by"] == "cli:cli"),
+        "{s:#}"
+    );
 }

@@ -301,6 +301,11 @@ pub struct ApproveRequest {
     pub plan_hash: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// The approver's signature over the name, `plan_hash` and verdict
+    /// (`crate::approval::ScheduleDecision`): with identities on, policy records the identity
+    /// whose key verifies, never `by`, and refuses unsigned approvals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::approval::DecisionSignature>,
 }
 
 /// `schedules.list`'s reply.

@@ -196,6 +196,20 @@ pub async fn run(
         ScheduleCommand::Approve { name } => {
             let s: Schedule = conn.call(api::SCHEDULES_GET, &named(&name)).await?;
             print!("{}", show(&s, false));
+            // Signed with this identity's key: policy records the identity whose signature
+            // verifies, not the `by` name.
+            let signature = match &conn.signer {
+                Some(key) => Some(skynet_protocol::approval::sign(
+                    key,
+                    &skynet_protocol::approval::ScheduleDecision {
+                        name: &s.name,
+                        plan_hash: &s.plan_hash,
+                    },
+                    skynet_protocol::time::now_ms() / 1000,
+                    None,
+                )?),
+                None => None,
+            };
             let s: Schedule = conn
                 .call(
                     api::SCHEDULES_APPROVE,
@@ -203,6 +217,7 @@ pub async fn run(
                         name: s.name.clone(),
                         plan_hash: s.plan_hash.clone(),
                         by: Some(me()),
+                        signature,
                     },
                 )
                 .await?;

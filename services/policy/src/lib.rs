@@ -12,7 +12,7 @@
 //! Serves `skynet.api.jobs.approve` and `skynet.api.jobs.deny`. A person's decision records
 //! the identity whose signature verifies (`skynet_protocol::approval`), never the request's
 //! free-text `by`. For schedules ([`schedules`]) it serves `skynet.api.schedules.approve`
-//! and the internal `schedules.judge` (a new schedule's plan, judged once); a schedule's
+//! (signed and verified the same way) and the internal `schedules.judge` (a new schedule's plan, judged once); a schedule's
 //! tick jobs (`requested_by: schedule:<name>`) are approved by whoever let the schedule run
 //! (policy or a person) when their plan is the schedule's; every other plan of theirs is
 //! denied.
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_nats::Client;
 use skynet_protocol::api::{ApiError, DecisionRequest, StateReply};
-use skynet_protocol::approval::{Approvers, Decision};
+use skynet_protocol::approval::{Approvers, Decision, DecisionSignature, Signable};
 use skynet_protocol::lifecycle::{Change, Job, Open};
 use skynet_protocol::spec::{Grant, Seal, plan_hash};
 use skynet_protocol::{EventKind, JobId, JobState, subjects};
@@ -190,6 +190,7 @@ pub async fn run(
         &tasks,
         schedules_kv.clone(),
         config.policy.clone(),
+        Arc::new(config.deciders.clone()),
     )
     .await?;
 
@@ -419,18 +420,63 @@ impl Engine {
     }
 }
 
-/// Who made a decision: the identity whose signature verifies. Only on a bus without
+/// Who made a job decision: the identity whose signature verifies. Only on a bus without
 /// identities is the request's own `by` taken, and never when it names policy.
 async fn who_decided(
     deciders: &Deciders,
     req: &DecisionRequest,
     approve: bool,
 ) -> Result<String, ApiError> {
+    if let Deciders::Anyone = deciders {
+        return verified_by(deciders, req.by.as_deref(), None, &NoDecision).await;
+    }
+    let plan_hash = match (&req.signature, req.plan_hash.as_deref()) {
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "a signed decision names the plan_hash it signed",
+            ));
+        }
+        (_, h) => h.unwrap_or(""),
+    };
+    let decision = Decision {
+        job_id: &req.job_id,
+        plan_hash,
+        verdict: if approve {
+            skynet_protocol::approval::Verdict::Approve
+        } else {
+            skynet_protocol::approval::Verdict::Deny
+        },
+    };
+    verified_by(
+        deciders,
+        req.by.as_deref(),
+        req.signature.as_ref(),
+        &decision,
+    )
+    .await
+}
+
+/// Stands for a decision where none is checked (a bus without identities).
+struct NoDecision;
+
+impl Signable for NoDecision {
+    fn signed_bytes(&self, _: i64, _: Option<&str>) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+/// Who made `decision` (a job's or a schedule's): with identities, the approver whose
+/// signature `sig` verifies (403 for none, a stale one or any other key); on a bus without
+/// identities the `claimed` name (default `api`), never one that names policy.
+pub(crate) async fn verified_by(
+    deciders: &Deciders,
+    claimed: Option<&str>,
+    sig: Option<&DecisionSignature>,
+    decision: &impl Signable,
+) -> Result<String, ApiError> {
     let known = match deciders {
         Deciders::Anyone => {
-            let by = req
-                .by
-                .as_deref()
+            let by = claimed
                 .map(str::trim)
                 .filter(|b| !b.is_empty())
                 .unwrap_or("api");
@@ -450,27 +496,14 @@ async fn who_decided(
             Approvers::parse(&text).map_err(|e| ApiError::internal(e.to_string()))?
         }
     };
-    let sig = req.signature.as_ref().ok_or_else(|| {
+    let sig = sig.ok_or_else(|| {
         ApiError::forbidden(
-            "a decision must be signed with the approver's key (skynet approve and the \
-             Telegram ingress sign with their NATS seed)",
+            "a decision must be signed with the approver's key (skynet approve, skynet \
+             schedule approve and the Telegram ingress sign with their NATS seed)",
         )
     })?;
-    let plan_hash = req
-        .plan_hash
-        .as_deref()
-        .ok_or_else(|| ApiError::bad_request("a signed decision names the plan_hash it signed"))?;
-    let decision = Decision {
-        job_id: &req.job_id,
-        plan_hash,
-        verdict: if approve {
-            skynet_protocol::approval::Verdict::Approve
-        } else {
-            skynet_protocol::approval::Verdict::Deny
-        },
-    };
     known
-        .verify(sig, &decision, skynet_protocol::time::now_ms() / 1000)
+        .verify(sig, decision, skynet_protocol::time::now_ms() / 1000)
         .map_err(|e| ApiError::forbidden(e.to_string()))
 }
 

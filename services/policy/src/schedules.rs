@@ -1,13 +1,15 @@
 //! Policy's part in schedules: it judges a new schedule's plan once (`schedules.judge`, asked
 //! by the planner when the schedule is created), takes a person's approval of it
-//! (`schedules.approve`, bound to the plan hash, written to `skynet-schedules` with the
-//! revision it read), and approves each tick's job whose plan is the schedule's.
+//! (`schedules.approve`, bound to the plan hash, signed by an approver and recorded as the
+//! identity whose signature verifies, written to `skynet-schedules` with the revision it
+//! read), and approves each tick's job whose plan is the schedule's.
 
 use std::sync::Arc;
 
 use async_nats::jetstream::kv;
 use async_nats::service::Service;
 use skynet_protocol::api::ApiError;
+use skynet_protocol::approval::ScheduleDecision;
 use skynet_protocol::lifecycle::schedule::{self, Refusal};
 use skynet_protocol::schedule::{
     ApproveRequest, JudgeReply, JudgeRequest, Schedule, ScheduleState, Verdict as Said,
@@ -16,6 +18,7 @@ use skynet_protocol::spec::plan_hash;
 use skynet_protocol::subjects;
 use skynet_runtime::{Shutdown, api};
 
+use crate::Deciders;
 use crate::rules::{Judgement, Policy, Verdict};
 
 pub(crate) async fn serve(
@@ -23,6 +26,7 @@ pub(crate) async fn serve(
     tasks: &Shutdown,
     kv: kv::Store,
     policy: Arc<Policy>,
+    deciders: Arc<Deciders>,
 ) -> anyhow::Result<()> {
     tasks.tasks.spawn(api::serve(
         api::endpoint(service, subjects::api::SCHEDULES_JUDGE).await?,
@@ -36,8 +40,21 @@ pub(crate) async fn serve(
         api::endpoint(service, subjects::api::SCHEDULES_APPROVE).await?,
         tasks.clone(),
         move |req: ApproveRequest| {
-            let kv = kv.clone();
-            async move { approve(&kv, req).await }
+            let (kv, deciders) = (kv.clone(), deciders.clone());
+            async move {
+                let decision = ScheduleDecision {
+                    name: &req.name,
+                    plan_hash: &req.plan_hash,
+                };
+                let by = crate::verified_by(
+                    &deciders,
+                    req.by.as_deref(),
+                    req.signature.as_ref(),
+                    &decision,
+                )
+                .await?;
+                approve(&kv, req, by).await
+            }
         },
     ));
     Ok(())
@@ -72,12 +89,8 @@ pub(crate) async fn read(kv: &kv::Store, name: &str) -> anyhow::Result<Option<(S
     }
 }
 
-async fn approve(kv: &kv::Store, req: ApproveRequest) -> Result<Schedule, ApiError> {
-    let by = req
-        .by
-        .clone()
-        .filter(|b| !b.trim().is_empty())
-        .unwrap_or_else(|| "api".into());
+/// `schedules.approve` by `by` (verified).
+async fn approve(kv: &kv::Store, req: ApproveRequest, by: String) -> Result<Schedule, ApiError> {
     for _ in 0..8 {
         let (s, revision) = read(kv, &req.name)
             .await

@@ -6,7 +6,8 @@ use async_nats::Client;
 use serde_json::json;
 use skynet_protocol::JobId;
 use skynet_protocol::api::Empty;
-use skynet_protocol::schedule::{ListReply, NameRequest, Schedule, ScheduleState};
+use skynet_protocol::approval::ScheduleDecision;
+use skynet_protocol::schedule::{ApproveRequest, ListReply, NameRequest, Schedule, ScheduleState};
 use skynet_protocol::subjects::api;
 use skynet_runtime::api::{CallError, call};
 use teloxide::types::{InlineKeyboardButton, InlineKeyboardMarkup};
@@ -179,8 +180,15 @@ pub async fn list(nats: &Client) -> Vec<(String, Option<InlineKeyboardMarkup>)> 
     }
 }
 
-/// What a schedule button does; the short answer for the person.
-pub async fn press(nats: &Client, button: Button, by: String) -> String {
+/// What a schedule button pressed by Telegram user `uid` does; the short answer for the
+/// person. An approval is signed for `uid` with `signer` (the ingress's key) when it has one.
+pub async fn press(
+    nats: &Client,
+    button: Button,
+    uid: u64,
+    signer: Option<&nkeys::KeyPair>,
+) -> String {
+    let by = format!("{}{uid}", crate::TELEGRAM_PREFIX);
     let result = match &button {
         Button::Pause(name) | Button::Resume(name) => {
             let endpoint = if matches!(button, Button::Pause(_)) {
@@ -195,7 +203,24 @@ pub async fn press(nats: &Client, button: Button, by: String) -> String {
             call::<_, Schedule>(nats, endpoint, &req).await
         }
         Button::Approve { name, plan_hash } => {
-            let req = json!({"name": name, "plan_hash": plan_hash, "by": by});
+            // Signed for this user: policy records `telegram:<uid>` because the ingress's
+            // key says so, not because the request does.
+            let signature = signer.and_then(|key| {
+                skynet_protocol::approval::sign(
+                    key,
+                    &ScheduleDecision { name, plan_hash },
+                    skynet_protocol::time::now_ms() / 1000,
+                    Some(uid.to_string()),
+                )
+                .map_err(|e| tracing::warn!(error = %e, "signing a schedule approval"))
+                .ok()
+            });
+            let req = ApproveRequest {
+                name: name.clone(),
+                plan_hash: plan_hash.clone(),
+                by: Some(by),
+                signature,
+            };
             call::<_, Schedule>(nats, api::SCHEDULES_APPROVE, &req).await
         }
     };

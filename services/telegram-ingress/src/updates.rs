@@ -679,8 +679,7 @@ impl Handler {
                 tg.answer(&q.id.0, "Not allowed.", true).await;
                 return;
             }
-            let by = format!("{}{uid}", crate::TELEGRAM_PREFIX);
-            let answer = schedules::press(&self.nats, button, by).await;
+            let answer = schedules::press(&self.nats, button, uid, self.signer.as_deref()).await;
             tracing::info!(user_id = uid, %answer, "schedule button");
             tg.answer(&q.id.0, &answer, false).await;
             return;

@@ -134,3 +134,43 @@ fn a_schedule_made_from_the_command_line_ticks_and_is_paused_resumed_and_removed
         gone.all()
     );
 }
+
+#[test]
+fn schedule_approve_is_signed_and_recorded_as_the_cli_identity() {
+    let env = Env::new();
+    let _up = env.up(&[]);
+    let add = env.run(&[
+        "schedule",
+        "add",
+        "asks",
+        "--cron",
+        "@daily",
+        "--",
+        "echo hi | tee \"$TMPDIR/note\"",
+    ]);
+    assert!(add.ok(), "{}", add.all());
+    assert!(
+        add.stdout().contains("Schedule asks (awaiting_approval)"),
+        "{}",
+        add.all()
+    );
+    let approve = env.run(&["schedule", "approve", "asks"]);
+    assert!(approve.ok(), "{}", approve.all());
+    assert!(
+        approve.stdout().contains("asks: active"),
+        "{}",
+        approve.all()
+    );
+    let show = env.run(&["schedule", "show", "asks", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&show.stdout()).unwrap();
+    let by = s["approved_by"].as_str().unwrap_or_default().to_owned();
+    assert!(by.starts_with("cli:"), "{s:#}");
+    assert!(
+        s["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["action"] == "approved" && h["by"] == by.as_str()),
+        "{s:#}"
+    );
+}

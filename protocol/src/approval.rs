@@ -211,6 +211,22 @@ impl Approvers {
         out
     }
 
+    /// The approving command line whose private inbox an unsigned request's reply goes to
+    /// (the server lets each identity subscribe only to its own inbox, and lets only
+    /// approvers publish decisions), as `cli:<name>`. Never the Telegram ingress: it decides
+    /// for a user, which only its signature can name.
+    pub fn by_inbox(&self, key: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|a| a.public_key == key && a.kind == ApproverKind::Cli)
+            .map(|a| {
+                format!(
+                    "cli:{}",
+                    a.name.strip_prefix("cli-").unwrap_or(a.name.as_str())
+                )
+            })
+    }
+
     /// Checks `sig` on `decision` and returns who decided: `cli:<name>` for a CLI identity
     /// (`cli-alice` is `cli:alice`), `telegram:<user id>` for the ingress acting for a
     /// Telegram user. `now` is Unix seconds.

@@ -260,6 +260,16 @@ impl Stack {
         (client, rx)
     }
 
+    /// The public key of identity `name` (auth on).
+    pub fn creds_public_key(&self, name: &str) -> String {
+        let creds = self.creds.as_ref().expect("auth is off");
+        skynet_runtime::args::read_seed(&creds.seed_path(name), name)
+            .expect("seed")
+            .key_pair()
+            .expect("key")
+            .public_key()
+    }
+
     /// The body of a `jobs.approve` (or, `approve` false, `jobs.deny`) for `job`'s plan
     /// `plan_hash`, signed by identity `name` (auth on) as `skynet approve` signs it, and
     /// claiming the free-text `by`.

@@ -334,9 +334,18 @@ async fn an_approval_is_recorded_as_its_signer_never_as_a_claimed_name() {
             serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
         }
     };
-    // Unsigned, claiming to be policy: refused, the job still waits.
-    let r = call(serde_json::json!({"job_id": job, "plan_hash": hash, "by": "policy"})).await;
-    assert_eq!(r["error"]["code"], 403, "{r}");
+    // Sent with a reply inbox that is not an approver's (a worker's key): refused, and the
+    // job still waits. (The refusal goes to that inbox; the job's events tell.)
+    let worker_key = stack.creds_public_key("worker-w1");
+    cli.publish_with_reply(
+        subjects::api(subjects::api::JOBS_APPROVE),
+        format!("_INBOX.{worker_key}.forged"),
+        serde_json::json!({"job_id": job, "plan_hash": hash, "by": "policy"})
+            .to_string()
+            .into(),
+    )
+    .await
+    .unwrap();
     // Signed by a key policy does not know as an approver (a worker's).
     let r = call(stack.signed_decision("worker-w1", &job, &hash, true, "policy")).await;
     assert_eq!(r["error"]["code"], 403, "{r}");
@@ -359,6 +368,19 @@ async fn an_approval_is_recorded_as_its_signer_never_as_a_claimed_name() {
     };
     assert_eq!(by, "cli:cli");
     assert_eq!(seal.as_ref().unwrap().peek().unwrap().by, "cli:cli");
+
+    // Unsigned (a plain NATS request, as the contract has it) from the approving CLI,
+    // claiming policy: the server vouches for the caller's inbox, and that is what is
+    // recorded.
+    let job = stack.submit_shell("approve-me again").await;
+    stack.wait_state(&job, JobState::AwaitingApproval).await;
+    let r = call(serde_json::json!({"job_id": job, "by": "policy"})).await;
+    assert_eq!(r["state"], "approved", "{r}");
+    let approved = stack.wait_state(&job, JobState::Approved).await;
+    let EventKind::Approved { by, .. } = &approved.kind else {
+        unreachable!()
+    };
+    assert_eq!(by, "cli:cli");
 }
 
 #[tokio::test]

@@ -572,15 +572,19 @@ async fn a_schedule_approval_is_recorded_as_its_signer_and_an_unsigned_one_is_re
             "{s:#}"
         );
     };
-    // Unsigned, claiming to be policy or a person: refused, saying why.
-    for by in ["policy", "alice"] {
-        let r = approve(json!({"name": "signed", "plan_hash": hash, "by": by})).await;
-        assert_eq!(r["error"]["code"], 403, "{r}");
-        assert!(
-            r["error"]["message"].as_str().unwrap().contains("signed"),
-            "{r}"
-        );
-    }
+    // Unsigned with a reply inbox that is not an approver's: refused (the refusal goes to
+    // that inbox; the schedule tells).
+    let worker_key = stack.creds_public_key("worker-w1");
+    cli.publish_with_reply(
+        skynet_protocol::subjects::api(api::SCHEDULES_APPROVE),
+        format!("_INBOX.{worker_key}.forged"),
+        json!({"name": "signed", "plan_hash": hash, "by": "policy"})
+            .to_string()
+            .into(),
+    )
+    .await
+    .unwrap();
+    cli.flush().await.unwrap();
     // A job decision's signature for a job of the same name and plan does not count.
     let job = JobId::parse("signed").unwrap();
     let mut replayed = stack.signed_decision("cli", &job, &hash, true, "policy");
@@ -616,4 +620,21 @@ async fn a_schedule_approval_is_recorded_as_its_signer_and_an_unsigned_one_is_re
             .any(|h| h["action"] == "approved" && h["by"] == "cli:cli"),
         "{s:#}"
     );
+
+    // Unsigned (a plain NATS request, as the contract has it) from the approving CLI,
+    // claiming policy or a person: recorded as the CLI the server vouches for.
+    for (name, by) in [("plain-policy", "policy"), ("plain-alice", "alice")] {
+        let created: Value = skynet_runtime::api::call(
+            &cli,
+            api::SCHEDULES_CREATE,
+            &json!({"name": name, "cron": "@daily",
+                    "request": {"steps": [{"action": "shell", "cmd": "approve-me"}]}}),
+        )
+        .await
+        .unwrap();
+        let hash = created["plan_hash"].as_str().unwrap().to_owned();
+        let r = approve(json!({"name": name, "plan_hash": hash, "by": by})).await;
+        assert_eq!(r["state"], "active", "{r}");
+        assert_eq!(get(&stack, name).await["approved_by"], "cli:cli");
+    }
 }

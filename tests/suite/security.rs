@@ -295,11 +295,7 @@ async fn the_worker_refuses_specs_it_cannot_trust_and_says_why() {
     use skynet_protocol::spec::{ExecutionSpec, Grant, plan_hash};
     use skynet_protocol::{JobId, Step, WorkerId};
 
-    // Specs go straight to the worker, for jobs no owner knows: without a dispatcher, which
-    // would (rightly) tell the worker to stop an attempt of a job it never dispatched.
-    let mut o = secure();
-    o.services.retain(|s| *s != "dispatcher");
-    let mut stack = Stack::start_with(o).await;
+    let mut stack = Stack::start_with(secure()).await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     let marker = w.home().join("ran.log");
     let step = |text: &str| {
@@ -636,7 +632,11 @@ async fn variables_that_change_what_runs_reach_a_step_only_when_its_approval_cov
     use skynet_protocol::spec::{ExecutionSpec, Grant, plan_hash};
     use skynet_protocol::{JobId, Step, WorkerId};
 
-    let mut stack = Stack::start_with(secure()).await;
+    // Specs go straight to the worker, for jobs no owner knows: without a dispatcher, which
+    // would (rightly) tell the worker to stop an attempt of a job it never dispatched.
+    let mut o = secure();
+    o.services.retain(|s| *s != "dispatcher");
+    let mut stack = Stack::start_with(o).await;
     let w = stack.add_worker(stack.worker_config("w1")).await;
     let me = WorkerId::parse("w1").unwrap();
     let now = skynet_protocol::time::now_ms() / 1000;

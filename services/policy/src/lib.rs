@@ -164,10 +164,10 @@ pub async fn run(
         let sealer = sealer.clone();
         let policy = config.policy.clone();
         let deciders = Arc::new(config.deciders.clone());
-        tasks.tasks.spawn(api::serve(
+        tasks.tasks.spawn(api::serve_from(
             api::endpoint(&service, endpoint).await?,
             tasks.clone(),
-            move |req: DecisionRequest| {
+            move |req: DecisionRequest, caller: api::Caller| {
                 let (log, sealer, policy, deciders) = (
                     log.clone(),
                     sealer.clone(),
@@ -175,7 +175,7 @@ pub async fn run(
                     deciders.clone(),
                 );
                 async move {
-                    let by = who_decided(&deciders, &req, approve).await?;
+                    let by = who_decided(&deciders, &req, &caller, approve).await?;
                     decide_by_person(&log, &sealer, &policy, req, by, approve).await
                 }
             },
@@ -425,10 +425,11 @@ impl Engine {
 async fn who_decided(
     deciders: &Deciders,
     req: &DecisionRequest,
+    caller: &api::Caller,
     approve: bool,
 ) -> Result<String, ApiError> {
     if let Deciders::Anyone = deciders {
-        return verified_by(deciders, req.by.as_deref(), None, &NoDecision).await;
+        return verified_by(deciders, req.by.as_deref(), None, caller, &NoDecision).await;
     }
     let plan_hash = match (&req.signature, req.plan_hash.as_deref()) {
         (Some(_), None) => {
@@ -451,6 +452,7 @@ async fn who_decided(
         deciders,
         req.by.as_deref(),
         req.signature.as_ref(),
+        caller,
         &decision,
     )
     .await
@@ -466,12 +468,15 @@ impl Signable for NoDecision {
 }
 
 /// Who made `decision` (a job's or a schedule's): with identities, the approver whose
-/// signature `sig` verifies (403 for none, a stale one or any other key); on a bus without
-/// identities the `claimed` name (default `api`), never one that names policy.
+/// signature `sig` verifies (403 for a stale one or any other key); unsigned, the approving
+/// command line whose private inbox the reply goes to, as the server vouches for it (403 for
+/// any other caller). On a bus without identities, the `claimed` name (default `api`), never
+/// one that names policy. The request's own `by` is never taken where identities exist.
 pub(crate) async fn verified_by(
     deciders: &Deciders,
     claimed: Option<&str>,
     sig: Option<&DecisionSignature>,
+    caller: &api::Caller,
     decision: &impl Signable,
 ) -> Result<String, ApiError> {
     let known = match deciders {
@@ -496,12 +501,17 @@ pub(crate) async fn verified_by(
             Approvers::parse(&text).map_err(|e| ApiError::internal(e.to_string()))?
         }
     };
-    let sig = sig.ok_or_else(|| {
-        ApiError::forbidden(
-            "a decision must be signed with the approver's key (skynet approve, skynet \
-             schedule approve and the Telegram ingress sign with their NATS seed)",
-        )
-    })?;
+    let Some(sig) = sig else {
+        return caller
+            .inbox_key
+            .as_deref()
+            .and_then(|key| known.by_inbox(key))
+            .ok_or_else(|| {
+                ApiError::forbidden(
+                    "a decision must come from an approving identity: signed with the                      approver's key (skynet approve, skynet schedule approve and the Telegram                      ingress sign with their NATS seed), or sent by an approving command line                      with its own inbox",
+                )
+            });
+    };
     known
         .verify(sig, decision, skynet_protocol::time::now_ms() / 1000)
         .map_err(|e| ApiError::forbidden(e.to_string()))

@@ -36,10 +36,10 @@ pub(crate) async fn serve(
             async move { judge(policy, req).await }
         },
     ));
-    tasks.tasks.spawn(api::serve(
+    tasks.tasks.spawn(api::serve_from(
         api::endpoint(service, subjects::api::SCHEDULES_APPROVE).await?,
         tasks.clone(),
-        move |req: ApproveRequest| {
+        move |req: ApproveRequest, caller: api::Caller| {
             let (kv, deciders) = (kv.clone(), deciders.clone());
             async move {
                 let decision = ScheduleDecision {
@@ -50,6 +50,7 @@ pub(crate) async fn serve(
                     &deciders,
                     req.by.as_deref(),
                     req.signature.as_ref(),
+                    &caller,
                     &decision,
                 )
                 .await?;

@@ -80,6 +80,59 @@ where
     .await
 }
 
+/// Who sent a request, as far as the server vouches for it: the key of the private inbox
+/// its reply goes to (`_INBOX.<public key>.…`; every identity may subscribe only to its own,
+/// and only identities allowed to publish on the endpoint reach it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub inbox_key: Option<String>,
+}
+
+impl Caller {
+    /// The caller of a request with reply subject `reply`.
+    pub fn of_reply(reply: Option<&str>) -> Self {
+        let inbox_key = reply
+            .and_then(|r| r.strip_prefix("_INBOX."))
+            .and_then(|r| r.split('.').next())
+            .filter(|k| k.len() == 56 && k.chars().all(|c| c.is_ascii_alphanumeric()))
+            .map(str::to_owned);
+        Self { inbox_key }
+    }
+}
+
+/// As [`serve`], with the [`Caller`] of each request.
+pub async fn serve_from<Req, Resp, F, Fut>(mut endpoint: Endpoint, shutdown: Shutdown, handler: F)
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    F: Fn(Req, Caller) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+{
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.token.cancelled() => break,
+            r = endpoint.next() => match r {
+                Some(r) => r,
+                None => break,
+            },
+        };
+        let handler = handler.clone();
+        shutdown.tasks.spawn(async move {
+            let caller = Caller::of_reply(request.message.reply.as_deref());
+            let result = match parse::<Req>(&request.message.payload) {
+                Ok(req) => handler(req, caller).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result
+                && e.code >= 500
+            {
+                tracing::error!(subject = %request.message.subject, error = %e, "request failed");
+            }
+            respond(&request, result).await;
+        });
+    }
+}
+
 /// Serves `endpoint` with a handler of the raw request body, for endpoints that parse it
 /// themselves.
 pub async fn serve_raw<Resp, F, Fut>(mut endpoint: Endpoint, shutdown: Shutdown, handler: F)
@@ -189,4 +242,22 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         subject: subjects::api(endpoint),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Caller;
+
+    #[test]
+    fn the_caller_is_the_key_of_the_private_inbox_the_reply_goes_to() {
+        let key = "U".to_string() + &"A".repeat(55);
+        assert_eq!(
+            Caller::of_reply(Some(&format!("_INBOX.{key}.abc.1"))).inbox_key,
+            Some(key.clone())
+        );
+        for other in ["_INBOX.abc.1", "reply.to.me", "_INBOX.", ""] {
+            assert_eq!(Caller::of_reply(Some(other)).inbox_key, None, "{other}");
+        }
+        assert_eq!(Caller::of_reply(None).inbox_key, None);
+    }
 }

@@ -3,9 +3,10 @@
 //! [`Lease::hold`] runs beside the main loop (in the same task, so a copy that dies stops
 //! renewing with it): on every turn of its own clock it reads the key
 //! `skynet-routing/lease` (unless it holds it), asks `lifecycle::lease::next_step` what to
-//! write, and writes that with compare-and-set. Each operation is bounded by one renew
-//! interval, so a NATS outage never stalls it: the first turn after a reconnect renews. The
-//! main loop asks [`Gate::may_route`] before every routing decision.
+//! write, and writes that with compare-and-set. Each operation is bounded by the time a
+//! holder may route after a renewal (`Timing::route_hold`: a slow renewal that still lands
+//! in time keeps it routing), so a NATS outage never stalls it: the first turn after a
+//! reconnect renews. The main loop asks [`Gate::may_route`] before every routing decision.
 
 use std::time::{Duration, Instant};
 
@@ -97,7 +98,7 @@ impl Lease {
 
     /// The lease as it is in the bucket now; `Err` when it could not be read.
     async fn read(&self, seen: Option<&Seen>, now: u64) -> anyhow::Result<Option<Seen>> {
-        let bound = self.timing.route_renew;
+        let bound = self.timing.route_hold();
         let entry = tokio::time::timeout(bound, self.kv.entry(streams::ROUTING_LEASE_KEY))
             .await
             .map_err(|_| anyhow::anyhow!("reading the routing lease timed out"))??;
@@ -116,7 +117,7 @@ impl Lease {
 
     /// Carries out `step`; the revision written, or `None` when nothing was written.
     async fn write(&self, step: &LeaseStep) -> anyhow::Result<Option<u64>> {
-        let bound = self.timing.route_renew;
+        let bound = self.timing.route_hold();
         let value = self.value(Some(&self.me));
         let op = async {
             match step {

@@ -205,6 +205,7 @@ fn info_all(p: &mut Permissions) {
         streams::TELEGRAM_BUCKET,
         streams::TELEGRAM_ALERTS_BUCKET,
         streams::SCHEDULES_BUCKET,
+        streams::ROUTING_BUCKET,
     ] {
         p.publish.push(stream_info(&format!("KV_{kv}")));
     }
@@ -284,8 +285,11 @@ pub fn permissions(role: &Role, inbox: &str) -> Permissions {
             durable(&mut p, streams::OUTBOX, streams::RELAY_CONSUMER);
             kv_read(&mut p, streams::WORKERS_BUCKET);
             kv_read(&mut p, streams::SENTINEL_BUCKET);
+            kv_read(&mut p, streams::ROUTING_BUCKET);
             snapshot(&mut p, "dispatcher");
             p.publish.extend([
+                // The routing lease: only the owner's copies write it (compare-and-set).
+                format!("$KV.{}.>", streams::ROUTING_BUCKET),
                 EVENTS_ANY.into(),
                 // Each schedule's tick becomes an ordinary request.
                 subjects::SUBMIT.into(),
@@ -610,6 +614,29 @@ mod tests {
         assert!(may_publish(&Role::Policy, &meta("policy")));
         assert!(!may_publish(&Role::Dispatcher, &meta("policy")));
         assert!(!may_publish(&Role::Sentinel, &meta("dispatcher")));
+    }
+
+    #[test]
+    fn only_the_owner_writes_the_routing_lease() {
+        let key = format!(
+            "$KV.{}.{}",
+            streams::ROUTING_BUCKET,
+            streams::ROUTING_LEASE_KEY
+        );
+        assert!(may_publish(&Role::Dispatcher, &key));
+        assert!(may_publish(
+            &Role::Dispatcher,
+            "$JS.API.DIRECT.GET.KV_skynet-routing.$KV.skynet-routing.lease"
+        ));
+        for role in every_role() {
+            if role != Role::Dispatcher {
+                assert!(!may_publish(&role, &key), "{role:?}");
+                assert!(
+                    !may_publish(&role, "$JS.API.STREAM.PURGE.KV_skynet-routing"),
+                    "{role:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub const TELEGRAM_BUCKET: &str = "skynet-telegram";
 /// reaches each chat once.
 pub const TELEGRAM_ALERTS_BUCKET: &str = "skynet-telegram-alerts";
 
+/// Which owner (dispatcher) copy routes: one key, [`ROUTING_LEASE_KEY`], holding a
+/// `lifecycle::lease::RouteLease`, renewed by its holder and taken over by another copy only
+/// with compare-and-set. Only the dispatcher writes it.
+pub const ROUTING_BUCKET: &str = "skynet-routing";
+/// The routing lease's key in [`ROUTING_BUCKET`].
+pub const ROUTING_LEASE_KEY: &str = "lease";
+
 /// The durable consumer the planner reads intake with.
 pub const PLANNER_CONSUMER: &str = "planner";
 /// The durable consumer the dispatcher relays worker reports with.
@@ -215,6 +222,18 @@ pub fn schedules_kv(r: &Retention) -> kv::Config {
     kv::Config {
         bucket: SCHEDULES_BUCKET.into(),
         description: "SKYNET schedules".into(),
+        history: 1,
+        storage: StorageType::File,
+        num_replicas: r.replicas,
+        ..Default::default()
+    }
+}
+
+/// The routing lease of the dispatcher copies (one small key, no history).
+pub fn routing_kv(r: &Retention) -> kv::Config {
+    kv::Config {
+        bucket: ROUTING_BUCKET.into(),
+        description: "SKYNET routing lease of the dispatcher copies".into(),
         history: 1,
         storage: StorageType::File,
         num_replicas: r.replicas,

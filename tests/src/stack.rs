@@ -435,6 +435,17 @@ impl Stack {
         result.unwrap_or_else(|e| panic!("{name} failed: {e:#}"));
     }
 
+    /// Kills a service as a crash would: its task is dropped mid-flight (nothing is let go,
+    /// nothing drained), then whatever it had spawned is told to stop.
+    pub fn kill_service(&mut self, label: &str) {
+        let s = self
+            .services
+            .remove(label)
+            .unwrap_or_else(|| panic!("{label} not running"));
+        s.handle.abort();
+        s.token.cancel();
+    }
+
     /// A worker configuration with its home and root in the stack's temp dir.
     pub fn worker_config(&self, id: &str) -> skynet_worker::Config {
         let home = self.path(&format!("home-{id}"));

@@ -12,12 +12,13 @@
 //! | `planned` | `approved`, `awaiting_approval`, `denied` | policy ([`Job::judgeable`]) |
 //! | `awaiting_approval` | `approved`, `denied` | policy: a person, or the approval clock ([`Job::approval_expired`]) |
 //! | before `approved` | `cancelled` | the cancel API ([`owner::cancel`]) |
-//! | `approved` and after | everything | the owner, the dispatcher ([`owner`], [`route`]) |
+//! | `approved` and after | everything | the owner, the dispatcher ([`owner`], [`route`]); routing by the one copy that holds the routing lease ([`lease`]) |
 //!
 //! The sentinel decides nothing about jobs: it observes, raises alerts, and records which
 //! workers are offline; the owner acts on that record ([`owner::worker_lost`]).
 
 pub mod job;
+pub mod lease;
 pub mod owner;
 pub mod route;
 pub mod schedule;

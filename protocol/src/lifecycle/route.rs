@@ -304,6 +304,32 @@ mod tests {
         assert_eq!(dispatched_to(&got), [("next".into(), "a".into())]);
     }
 
+    /// Why only one owner copy routes (`lifecycle::lease`): two copies each deciding on its
+    /// own view, one of which has not yet seen the latest approval, hand out two different
+    /// jobs of one lock (and two slots of a worker that has one). The log's per-job
+    /// compare-and-set cannot catch it: each write is about a different job.
+    #[test]
+    fn two_views_routing_at_once_would_break_a_lock_and_a_worker_limit() {
+        let urgent = approved(
+            "urgent",
+            r#"{"goal":"g","lock":"repo","priority":"high"}"#,
+            9,
+        );
+        let older = approved("older", r#"{"goal":"g","lock":"repo"}"#, 5);
+        let workers = [slot("a", &[], 1)];
+        let view_a = [urgent.clone(), older.clone()];
+        let view_b = [older];
+        let a = dispatched_to(&route(&view_a, &workers, 0));
+        let b = dispatched_to(&route(&view_b, &workers, 0));
+        assert_eq!(a, [("urgent".into(), "a".into())]);
+        assert_eq!(b, [("older".into(), "a".into())]);
+        // Together: both jobs of lock `repo` on worker `a`, whose limit is one job.
+        let both: Vec<_> = a.iter().chain(&b).collect();
+        assert_eq!(both.len(), 2);
+        // One view, one decision: never both.
+        assert_eq!(dispatched_to(&route(&view_a, &workers, 0)).len(), 1);
+    }
+
     #[test]
     fn an_unsealed_or_expired_approval_never_reaches_a_worker() {
         let mut forged = approved("forged", r#"{"goal":"g"}"#, 1);

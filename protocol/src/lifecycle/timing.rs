@@ -32,6 +32,11 @@ pub struct Timing {
     pub unroutable_after: Duration,
     /// A job still on a worker this long past its time limit is overdue (an alert).
     pub overdue_grace: Duration,
+    /// How often the owner copy that routes renews its routing lease (`lifecycle::lease`).
+    pub route_renew: Duration,
+    /// A routing lease not renewed for this long (by the watcher's clock) may be taken over
+    /// by another owner copy.
+    pub route_lease: Duration,
 }
 
 impl Default for Timing {
@@ -47,6 +52,8 @@ impl Default for Timing {
             stall_after: Duration::from_secs(600),
             unroutable_after: Duration::from_secs(60),
             overdue_grace: Duration::from_secs(30),
+            route_renew: Duration::from_millis(250),
+            route_lease: Duration::from_secs(1),
         }
     }
 }
@@ -62,6 +69,12 @@ impl Timing {
     /// offline, so its steps are gone before anyone can declare it lost and run the job again.
     pub fn lease(&self, heartbeat: Duration) -> Duration {
         heartbeat * self.missed_heartbeats.max(2).saturating_sub(1)
+    }
+
+    /// How long after sending its latest renewal the routing lease's holder may still route:
+    /// one renew interval less than the lease, so it has stopped before anyone may take over.
+    pub fn route_hold(&self) -> Duration {
+        self.route_lease.saturating_sub(self.route_renew)
     }
 }
 

@@ -21,9 +21,13 @@
 //!   `.resume`, `.delete`.
 //!
 //! Several copies may run: each follows everything, and races settle on the event log's
-//! expected-sequence check (the loser reads the job again and decides again).
+//! expected-sequence check (the loser reads the job again and decides again). Routing alone
+//! is decided on the whole picture (locks, free slots), so only the copy holding the routing
+//! lease (`skynet-routing`, see [`lease`] and `lifecycle::lease`) routes; everything else
+//! every copy does.
 
 mod effects;
+mod lease;
 mod relay;
 mod schedules;
 
@@ -78,6 +82,8 @@ pub(crate) struct Owner {
     /// Something changed that may let a waiting job go.
     reroute: bool,
     sched: schedules::Scheduler,
+    /// Whether this copy holds the routing lease.
+    lease: lease::Gate,
 }
 
 /// Runs the dispatcher until `shutdown` is cancelled.
@@ -110,6 +116,12 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     .await?;
     let mut schedule_updates = schedules::watch(js.clone(), shutdown.clone());
 
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    let (holder, gate) = lease::Lease::new(
+        js.get_key_value(streams::ROUTING_BUCKET).await?,
+        instance,
+        cfg.timing.clone(),
+    );
     let (mut follower, open) = Follower::start(&log, &js, "dispatcher").await?;
     let mut d = Owner {
         timing: cfg.timing,
@@ -120,6 +132,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
         offline: HashSet::new(),
         reroute: true,
         sched,
+        lease: gate,
     };
     let mut registry = registry::watch(js.clone(), shutdown.clone());
     let mut conditions = watch_conditions(js.clone(), shutdown.clone());
@@ -129,54 +142,74 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     }
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            next = follower.next(&mut d.open) => {
-                // Every event already at hand is taken in, then acted on at once: a burst of
-                // approvals is routed (and its specs written) together, not one by one.
-                let mut next = next;
-                let mut moved = Vec::new();
-                for _ in 0..EVENT_BATCH {
-                    match next {
-                        Some(Ok((stored, change, phase))) => match phase {
-                            Phase::Live => d.note(stored.event.job_id, change, &mut moved),
-                            Phase::CaughtUp => {
-                                tracing::info!(jobs = d.open.jobs.len(), "dispatcher caught up");
-                                follower.snapshot(&d.open, true);
-                                d.reconcile().await;
+    // The lease is held beside the main loop, in this task (a copy that dies stops renewing
+    // with it), and polled while the loop waits on its own writes.
+    let lease_stop = shutdown.child_token();
+    let main = async {
+        let ended = async {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = follower.next(&mut d.open) => {
+                        // Every event already at hand is taken in, then acted on at once: a burst of
+                        // approvals is routed (and its specs written) together, not one by one.
+                        let mut next = next;
+                        let mut moved = Vec::new();
+                        for _ in 0..EVENT_BATCH {
+                            match next {
+                                Some(Ok((stored, change, phase))) => match phase {
+                                    Phase::Live => d.note(stored.event.job_id, change, &mut moved),
+                                    Phase::CaughtUp => {
+                                        tracing::info!(jobs = d.open.jobs.len(), "dispatcher caught up");
+                                        follower.snapshot(&d.open, true);
+                                        d.reconcile().await;
+                                    }
+                                    Phase::Replay => {}
+                                },
+                                Some(Err(e)) => tracing::warn!(error = %e, "following events"),
+                                None => anyhow::bail!("event stream ended"),
                             }
-                            Phase::Replay => {}
-                        },
-                        Some(Err(e)) => tracing::warn!(error = %e, "following events"),
-                        None => anyhow::bail!("event stream ended"),
+                            match follower.next_ready(&mut d.open) {
+                                Some(n) => next = n,
+                                None => break,
+                            }
+                        }
+                        d.react(moved).await;
+                    },
+                    Some(update) = registry.recv() => d.on_registry(update, follower.is_live()).await,
+                    Some(c) = conditions.recv() => d.on_condition(c, follower.is_live()).await,
+                    Some(u) = schedule_updates.recv() => d.sched.on_update(u),
+                    Ok(()) = d.lease.changed() => {
+                        // Gained the lease: route everything waiting at once.
+                        if d.lease.may_route() && follower.is_live() {
+                            d.reroute = true;
+                            d.route_all().await;
+                        }
                     }
-                    match follower.next_ready(&mut d.open) {
-                        Some(n) => next = n,
-                        None => break,
+                    msg = relay.next(), if follower.is_live() => match msg {
+                        Some(msg) => {
+                            let mut batch = vec![msg];
+                            relay.ready(&mut batch, 255);
+                            d.relay_batch(&mut relay, batch).await;
+                        }
+                        None => anyhow::bail!("worker outbox consumer ended"),
+                    },
+                    _ = tick.tick(), if follower.is_live() => {
+                        relay.flush().await;
+                        d.on_tick().await;
+                        d.sched.turn(&d.open, &d.fx).await;
+                        follower.snapshot(&d.open, false);
                     }
                 }
-                d.react(moved).await;
-            },
-            Some(update) = registry.recv() => d.on_registry(update, follower.is_live()).await,
-            Some(c) = conditions.recv() => d.on_condition(c, follower.is_live()).await,
-            Some(u) = schedule_updates.recv() => d.sched.on_update(u),
-            msg = relay.next(), if follower.is_live() => match msg {
-                Some(msg) => {
-                    let mut batch = vec![msg];
-                    relay.ready(&mut batch, 255);
-                    d.relay_batch(&mut relay, batch).await;
-                }
-                None => anyhow::bail!("worker outbox consumer ended"),
-            },
-            _ = tick.tick(), if follower.is_live() => {
-                relay.flush().await;
-                d.on_tick().await;
-                d.sched.turn(&d.open, &d.fx).await;
-                follower.snapshot(&d.open, false);
             }
+            Ok::<(), anyhow::Error>(())
         }
-    }
+        .await;
+        lease_stop.cancel();
+        ended
+    };
+    let (ended, ()) = tokio::join!(main, holder.hold(lease_stop.clone()));
+    ended?;
     let grace = Duration::from_secs(3);
     let _ = tokio::time::timeout(grace, relay.flush()).await;
     follower.finish(&d.open, grace).await;
@@ -389,9 +422,10 @@ impl Owner {
             .collect()
     }
 
-    /// Routes every waiting job.
+    /// Routes every waiting job, when this copy holds the routing lease (otherwise what
+    /// waits stays marked, to be routed once it holds the lease).
     pub(crate) async fn route_all(&mut self) {
-        if !self.reroute {
+        if !self.reroute || !self.lease.may_route() {
             return;
         }
         self.reroute = false;

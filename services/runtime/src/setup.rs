@@ -19,7 +19,7 @@ pub enum Existing {
 }
 
 /// Creates every stream, the key-value buckets (worker registry, sentinel conditions,
-/// planner usage, Telegram conversations and delivered alerts, schedules) and the object stores. Safe
+/// planner usage, Telegram conversations and delivered alerts, schedules, the routing lease) and the object stores. Safe
 /// to call from many services at once.
 pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyhow::Result<()> {
     for config in streams::all(r) {
@@ -32,6 +32,7 @@ pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyh
         streams::telegram_kv(r),
         streams::telegram_alerts_kv(r),
         streams::schedules_kv(r),
+        streams::routing_kv(r),
     ] {
         let bucket = kv.bucket.clone();
         if existing == Existing::Update || js.get_key_value(&bucket).await.is_err() {

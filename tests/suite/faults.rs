@@ -367,8 +367,16 @@ async fn a_spec_taken_back_while_in_a_workers_hands_is_no_longer_current() {
         .await
         .unwrap();
     let subject = skynet_protocol::subjects::work(&me, &job);
+    // A waiting pull: a no-wait fetch may come back empty before the server has the
+    // message ready for this consumer.
     let fetch = || async {
-        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .unwrap();
         batch.next().await.unwrap().unwrap()
     };
     stack

@@ -101,11 +101,39 @@ impl Caller {
 }
 
 /// As [`serve`], with the [`Caller`] of each request.
-pub async fn serve_from<Req, Resp, F, Fut>(mut endpoint: Endpoint, shutdown: Shutdown, handler: F)
+pub async fn serve_from<Req, Resp, F, Fut>(endpoint: Endpoint, shutdown: Shutdown, handler: F)
 where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
     F: Fn(Req, Caller) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+{
+    serve_requests(endpoint, shutdown, move |payload: Bytes, caller| {
+        let handler = handler.clone();
+        async move { handler(parse::<Req>(&payload)?, caller).await }
+    })
+    .await
+}
+
+/// Serves `endpoint` with a handler of the raw request body, for endpoints that parse it
+/// themselves.
+pub async fn serve_raw<Resp, F, Fut>(endpoint: Endpoint, shutdown: Shutdown, handler: F)
+where
+    Resp: Serialize + Send + 'static,
+    F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+{
+    serve_requests(endpoint, shutdown, move |payload: Bytes, _| {
+        handler(payload)
+    })
+    .await
+}
+
+/// The serving loop of every endpoint: each request handled concurrently, until shutdown.
+async fn serve_requests<Resp, F, Fut>(mut endpoint: Endpoint, shutdown: Shutdown, handler: F)
+where
+    Resp: Serialize + Send + 'static,
+    F: Fn(Bytes, Caller) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
 {
     loop {
@@ -119,39 +147,7 @@ where
         let handler = handler.clone();
         shutdown.tasks.spawn(async move {
             let caller = Caller::of_reply(request.message.reply.as_deref());
-            let result = match parse::<Req>(&request.message.payload) {
-                Ok(req) => handler(req, caller).await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = &result
-                && e.code >= 500
-            {
-                tracing::error!(subject = %request.message.subject, error = %e, "request failed");
-            }
-            respond(&request, result).await;
-        });
-    }
-}
-
-/// Serves `endpoint` with a handler of the raw request body, for endpoints that parse it
-/// themselves.
-pub async fn serve_raw<Resp, F, Fut>(mut endpoint: Endpoint, shutdown: Shutdown, handler: F)
-where
-    Resp: Serialize + Send + 'static,
-    F: Fn(Bytes) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
-{
-    loop {
-        let request = tokio::select! {
-            _ = shutdown.token.cancelled() => break,
-            r = endpoint.next() => match r {
-                Some(r) => r,
-                None => break,
-            },
-        };
-        let handler = handler.clone();
-        shutdown.tasks.spawn(async move {
-            let result = handler(request.message.payload.clone()).await;
+            let result = handler(request.message.payload.clone(), caller).await;
             if let Err(e) = &result
                 && e.code >= 500
             {

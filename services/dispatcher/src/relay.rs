@@ -124,24 +124,15 @@ impl Relay {
         let publish = PublishMessage::build()
             .payload(accepted.body.into())
             .headers(h);
-        match self.js.send_publish(accepted.subject, publish).await {
-            Ok(stored) => {
-                self.inflight.push_back(Inflight {
-                    stored,
-                    msg,
-                    job: job.clone(),
-                    attempt,
-                });
-                if self.inflight.len() >= MAX_INFLIGHT {
-                    self.flush().await;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(job_id = %job, error = %e, "naming an artifact; will retry");
-                self.unstored.insert((job.clone(), attempt));
-                ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
-            }
-        }
+        self.publish_tracked(
+            accepted.subject,
+            publish,
+            job,
+            attempt,
+            msg,
+            "naming an artifact",
+        )
+        .await;
     }
 
     async fn publish_log(&mut self, job: &JobId, attempt: u32, msg: jetstream::Message) {
@@ -164,7 +155,29 @@ impl Relay {
             .payload(msg.payload.clone())
             .headers(h)
             .message_id(id);
-        match self.js.send_publish(subjects::logs(job), publish).await {
+        self.publish_tracked(
+            subjects::logs(job),
+            publish,
+            job,
+            attempt,
+            msg,
+            "relaying output",
+        )
+        .await;
+    }
+
+    /// Publishes what a worker message carries, keeping its acknowledgement in flight until
+    /// the copy is stored (or handing the message back at once when it cannot be sent).
+    async fn publish_tracked(
+        &mut self,
+        subject: String,
+        publish: PublishMessage,
+        job: &JobId,
+        attempt: u32,
+        msg: jetstream::Message,
+        what: &str,
+    ) {
+        match self.js.send_publish(subject, publish).await {
             Ok(stored) => {
                 self.inflight.push_back(Inflight {
                     stored,
@@ -177,7 +190,7 @@ impl Relay {
                 }
             }
             Err(e) => {
-                tracing::warn!(job_id = %job, error = %e, "relaying output; will retry");
+                tracing::warn!(job_id = %job, error = %e, "{what}; will retry");
                 self.unstored.insert((job.clone(), attempt));
                 ack(&msg, AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }

@@ -17,11 +17,17 @@ pub mod exec;
 pub mod guard;
 pub mod outbox;
 pub mod paths;
+mod presence;
 pub mod records;
 pub mod redact;
 pub mod sandbox;
 pub mod secrets;
 pub mod supervise;
+mod work;
+
+use presence::{control, heartbeat};
+pub use work::still_current;
+use work::{pull_work, wait_for_streams};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -299,151 +305,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
-    }
-}
-
-/// The streams are made by the control plane; a worker only waits for them.
-async fn wait_for_streams(
-    js: &jetstream::Context,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Option<jetstream::stream::Stream<()>>> {
-    let mut warned = false;
-    loop {
-        match js.get_stream(streams::WORK).await {
-            Ok(_) => return Ok(Some(js.get_stream_no_info(streams::WORK).await?)),
-            Err(e) => {
-                if !warned {
-                    tracing::warn!(error = %e, "waiting for the SKYNET streams (is the control plane running?)");
-                    warned = true;
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
-}
-
-async fn pull_work(
-    client: &Client,
-    worker: &Arc<Worker>,
-    stream: &jetstream::stream::Stream<()>,
-    jobs: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
-    let slots = Arc::new(Semaphore::new(worker.cfg.max_jobs as usize));
-    let mut consumer: Option<PullConsumer> = None;
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            p = slots.clone().acquire_owned() => p?,
-        };
-        // No new work without a lease: a worker cut off from the server may be declared lost
-        // at any moment.
-        if !worker.lease.valid() {
-            drop(permit);
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-            continue;
-        }
-        let c = match &consumer {
-            Some(c) => c.clone(),
-            None => {
-                let name = streams::work_consumer_name(&worker.cfg.id);
-                match stream
-                    .get_or_create_consumer::<jetstream::consumer::pull::Config>(
-                        &name,
-                        streams::work_consumer(&worker.cfg.id),
-                    )
-                    .await
-                {
-                    Ok(c) => {
-                        consumer = Some(c.clone());
-                        c
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot open the work consumer; retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                        continue;
-                    }
-                }
-            }
-        };
-        // One pull asks for as many specs as there are free slots; each spec that arrives
-        // takes a slot and starts at once, while the pull waits for the rest.
-        let mut permits = vec![permit];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
-        }
-        let connects = skynet_runtime::connect::connects(client);
-        let fetched = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            // A restarted server forgot the pull: pull again at once.
-            _ = skynet_runtime::connect::reconnected(client, connects) => Ok(()),
-            f = async {
-                // A waiting pull: `fetch` would return at once on an empty queue, and the
-                // loop would spin.
-                let mut batch = c
-                    .batch()
-                    .max_messages(permits.len())
-                    .expires(Duration::from_secs(2))
-                    .messages()
-                    .await?;
-                while let Some(m) = batch.next().await {
-                    let msg = m.map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let Some(permit) = permits.pop() else { break };
-                    let worker = worker.clone();
-                    jobs.spawn(async move {
-                        worker.take(msg).await;
-                        drop(permit);
-                    });
-                    if permits.is_empty() {
-                        break;
-                    }
-                }
-                anyhow::Ok(())
-            } => f,
-        };
-        match fetched {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "fetching work");
-                if e.to_string().contains("consumer") {
-                    consumer = None;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
-        }
-    }
-}
-
-/// Whether the spec in hand is still the one waiting on its subject: the owner withdraws a
-/// spec (purges it) before it moves the job on without this attempt, so a spec that is gone
-/// must not start. `None` when it cannot be told now.
-pub async fn still_current(
-    work: &jetstream::stream::Stream<()>,
-    msg: &jetstream::Message,
-) -> Option<bool> {
-    let seq = msg.info().ok()?.stream_sequence;
-    match work
-        .direct_get_last_for_subject(msg.subject.to_string())
-        .await
-    {
-        Ok(last) => Some(last.sequence == seq),
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => Some(false),
-        Err(e) => {
-            tracing::debug!(error = %e, "cannot check the spec is current");
-            None
-        }
     }
 }
 
@@ -796,89 +657,6 @@ fn make_tmp(job: &JobId, attempt: u32) -> std::io::Result<PathBuf> {
     ));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     dir.canonicalize()
-}
-
-/// Rewrites the registry entry twice every interval (so one slow or lost write costs no
-/// lease); each one that lands extends the lease, and a lease that runs out stops the steps.
-async fn heartbeat(worker: Arc<Worker>, js: jetstream::Context, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(worker.cfg.heartbeat / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut check = tokio::time::interval(Duration::from_millis(200));
-    let mut store = None;
-    let mut lapsed = false;
-    let client = js.client();
-    let mut connects = skynet_runtime::connect::connects(&client);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            // Back from an outage: say so at once, so the lease holds and work flows again.
-            _ = skynet_runtime::connect::reconnected(&client, connects) => {
-                connects = skynet_runtime::connect::connects(&client);
-            }
-            _ = check.tick() => {
-                let valid = worker.lease.valid();
-                if !valid && !lapsed && worker.lease.until.load(Ordering::SeqCst) > 0 {
-                    worker.lease_lost();
-                }
-                lapsed = !valid;
-                continue;
-            }
-            _ = tick.tick() => {}
-        }
-        if store.is_none() {
-            store = js.get_key_value(streams::WORKERS_BUCKET).await.ok();
-        }
-        let Some(kv) = &store else { continue };
-        let sent_at = supervise::boottime_ms();
-        let body = serde_json::to_vec(&worker.info()).unwrap_or_default();
-        let put = tokio::time::timeout(
-            worker.cfg.heartbeat,
-            kv.put(worker.cfg.id.as_str(), body.into()),
-        );
-        match put.await {
-            Ok(Ok(_)) => worker.lease.extend(sent_at),
-            Ok(Err(e)) => tracing::debug!(error = %e, "heartbeat not stored"),
-            Err(_) => tracing::debug!("heartbeat timed out"),
-        }
-    }
-}
-
-/// Serves `skynet.control.<id>`.
-async fn control(worker: Arc<Worker>, client: Client, shutdown: CancellationToken) {
-    let subject = subjects::control(&worker.cfg.id);
-    let mut sub = loop {
-        match client.subscribe(subject.clone()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe to control; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    };
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            m = sub.next() => match m { Some(m) => m, None => return },
-        };
-        let body = match serde_json::from_slice::<ControlRequest>(&msg.payload) {
-            Ok(req) => serde_json::to_vec(&ControlReply {
-                status: worker.stop(&req),
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable control request");
-                serde_json::to_vec(
-                    &serde_json::json!({"error": format!("unreadable control request: {e}")}),
-                )
-            }
-        }
-        .unwrap_or_default();
-        if let Some(reply) = msg.reply {
-            let _ = client.publish(reply, body.into()).await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -210,17 +210,13 @@ pub async fn run(
         .get_or_create_consumer(streams::PLANNER_CONSUMER, streams::planner_consumer())
         .await
         .context("creating the planner consumer")?;
-    let pull = |consumer: jetstream::consumer::PullConsumer| async move {
-        consumer
-            .stream()
-            .max_messages_per_batch(64)
-            .heartbeat(Duration::from_millis(2500))
-            .expires(Duration::from_secs(5))
-            .messages()
-            .await
-    };
-    let mut messages = pull(consumer.clone()).await?;
-    let mut connects = skynet_runtime::connect::connects(&client);
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(64)
+        .heartbeat(Duration::from_millis(2500))
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await?;
     let limit = Arc::new(Semaphore::new(config.concurrency.max(1)));
     tracing::info!(
         backend = intake.engine_name(),
@@ -231,16 +227,6 @@ pub async fn run(
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
             m = messages.next() => m,
-            // A restarted server forgot the pull: pull again at once rather than after the
-            // missed heartbeats.
-            _ = skynet_runtime::connect::reconnected(&client, connects) => {
-                connects = skynet_runtime::connect::connects(&client);
-                match pull(consumer.clone()).await {
-                    Ok(m) => messages = m,
-                    Err(e) => tracing::debug!(error = %e, "pulling again after a reconnect"),
-                }
-                continue;
-            }
         };
         let msg = match next {
             Some(Ok(m)) => m,

@@ -213,10 +213,8 @@ pub async fn run(
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(64)
-        // Short, as the relay's: a pull a restarted server forgot is noticed by its missed
-        // heartbeats within about two seconds.
-        .heartbeat(Duration::from_millis(1000))
-        .expires(Duration::from_secs(2))
+        .heartbeat(Duration::from_millis(2500))
+        .expires(Duration::from_secs(5))
         .messages()
         .await?;
     let limit = Arc::new(Semaphore::new(config.concurrency.max(1)));

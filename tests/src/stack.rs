@@ -262,12 +262,16 @@ impl Stack {
 
     /// The public key of identity `name` (auth on).
     pub fn creds_public_key(&self, name: &str) -> String {
+        self.key_of(name).public_key()
+    }
+
+    /// The key pair of identity `name` (auth on), from its seed file.
+    fn key_of(&self, name: &str) -> nkeys::KeyPair {
         let creds = self.creds.as_ref().expect("auth is off");
         skynet_runtime::args::read_seed(&creds.seed_path(name), name)
             .expect("seed")
             .key_pair()
             .expect("key")
-            .public_key()
     }
 
     /// The body of a `jobs.approve` (or, `approve` false, `jobs.deny`) for `job`'s plan
@@ -282,11 +286,7 @@ impl Stack {
         by: &str,
     ) -> serde_json::Value {
         use skynet_protocol::approval::{Decision, Verdict, sign};
-        let creds = self.creds.as_ref().expect("auth is off");
-        let key = skynet_runtime::args::read_seed(&creds.seed_path(name), name)
-            .expect("seed")
-            .key_pair()
-            .expect("key");
+        let key = self.key_of(name);
         let verdict = if approve {
             Verdict::Approve
         } else {
@@ -317,11 +317,7 @@ impl Stack {
         by: &str,
     ) -> serde_json::Value {
         use skynet_protocol::approval::{ScheduleDecision, sign};
-        let creds = self.creds.as_ref().expect("auth is off");
-        let key = skynet_runtime::args::read_seed(&creds.seed_path(name), name)
-            .expect("seed")
-            .key_pair()
-            .expect("key");
+        let key = self.key_of(name);
         let decision = ScheduleDecision {
             name: schedule,
             plan_hash,

@@ -444,22 +444,15 @@ impl Worker {
                 return None;
             }
             Seen::Prevented => {
-                rep.report(WorkerReport::Started {
-                    attempt,
-                    sandbox: None,
-                })
-                .await;
-                rep.last(
-                    WorkerReport::Finished {
+                return Some(
+                    ended_unrun(
+                        rep,
                         attempt,
-                        outcome: JobState::Cancelled,
-                        steps: vec![],
-                        error: Some("cancelled before it started".into()),
-                    },
-                    "cancelled",
-                )
-                .await;
-                return Some(JobState::Cancelled);
+                        JobState::Cancelled,
+                        "cancelled before it started",
+                    )
+                    .await,
+                );
             }
             Seen::New => {}
         }
@@ -469,22 +462,7 @@ impl Worker {
             Err(e) => {
                 let error = format!("cannot make the attempt's temp dir: {e}");
                 tracing::error!(job_id = %job, attempt, %error);
-                rep.report(WorkerReport::Started {
-                    attempt,
-                    sandbox: None,
-                })
-                .await;
-                rep.last(
-                    WorkerReport::Finished {
-                        attempt,
-                        outcome: JobState::Failed,
-                        steps: vec![],
-                        error: Some(error),
-                    },
-                    "failed",
-                )
-                .await;
-                return Some(JobState::Failed);
+                return Some(ended_unrun(rep, attempt, JobState::Failed, &error).await);
             }
         };
         let confinement = exec::Attempt {
@@ -649,6 +627,27 @@ impl Worker {
 
 /// A private (0700) temp dir for one attempt, outside every root: the steps' `TMPDIR`, the
 /// only place outside the roots they may write. Removed when the attempt ends.
+/// Reports an attempt that ends before any of its steps ran: started, then ended as
+/// `outcome` with `error`.
+async fn ended_unrun(rep: &Reporter, attempt: u32, outcome: JobState, error: &str) -> JobState {
+    rep.report(WorkerReport::Started {
+        attempt,
+        sandbox: None,
+    })
+    .await;
+    rep.last(
+        WorkerReport::Finished {
+            attempt,
+            outcome,
+            steps: vec![],
+            error: Some(error.to_owned()),
+        },
+        outcome.as_str(),
+    )
+    .await;
+    outcome
+}
+
 fn make_tmp(job: &JobId, attempt: u32) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     let dir = std::env::temp_dir().join(format!(

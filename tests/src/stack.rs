@@ -550,13 +550,14 @@ impl Stack {
     pub async fn wait_event(&self, job: &JobId, mut pred: impl FnMut(&Event) -> bool) -> Event {
         // The server may be on its way back from a restart: keep asking.
         let deadline = tokio::time::Instant::now() + WAIT;
+        let name = skynet_protocol::streams::ordered_consumer_name();
         let consumer = loop {
             let made = async {
                 self.js
                     .get_stream(skynet_protocol::streams::EVENTS)
                     .await?
                     .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-                        name: Some(skynet_protocol::streams::ordered_consumer_name()),
+                        name: Some(name.clone()),
                         filter_subject: subjects::events(job),
                         ..Default::default()
                     })
@@ -588,6 +589,15 @@ impl Stack {
             None
         })
         .await;
+        drop(messages);
+        // Gone at once, not after the server's inactivity threshold: tests count consumers.
+        if let Ok(stream) = self
+            .js
+            .get_stream_no_info(skynet_protocol::streams::EVENTS)
+            .await
+        {
+            let _ = stream.delete_consumer(&name).await;
+        }
         match found {
             Ok(Some(e)) => e,
             _ => panic!("job {job}: condition not met within {WAIT:?}; events so far: {history:?}"),
@@ -709,17 +719,16 @@ impl Stack {
 
     /// Every alert stored so far.
     pub async fn alerts(&self) -> Vec<skynet_protocol::alert::Alert> {
-        let stream = self
-            .js
-            .get_stream_no_info(skynet_protocol::streams::ALERTS)
-            .await
-            .expect("alerts stream");
-        skynet_runtime::logs::read_subject(&stream, subjects::ALERTS)
-            .await
-            .expect("alerts")
-            .into_iter()
-            .map(|(_, m)| serde_json::from_slice(&m.payload).expect("alert json"))
-            .collect()
+        skynet_runtime::logs::read_subject(
+            &self.js,
+            skynet_protocol::streams::ALERTS,
+            subjects::ALERTS,
+        )
+        .await
+        .expect("alerts")
+        .into_iter()
+        .map(|r| serde_json::from_slice(&r.payload).expect("alert json"))
+        .collect()
     }
 
     /// Waits until the job's output contains `needle`.

@@ -115,3 +115,79 @@ async fn artifacts_round_trip_and_past_the_size_cap_fail_the_job_clearly() {
     );
     assert_eq!(f.steps[0].exit_code, Some(0));
 }
+
+/// Consumers on `stream` right now.
+async fn consumers(stack: &Stack, stream: &str) -> usize {
+    let mut s = stack.js.get_stream(stream).await.unwrap();
+    s.info().await.unwrap().state.consumer_count
+}
+
+#[tokio::test]
+async fn reading_jobs_back_leaves_no_consumer_behind() {
+    // The archiver reads every ended job's events and output, the dispatcher reads a job
+    // afresh when its view lags: over a long history a consumer per read piled up on the
+    // server until creating one was refused ("maximum consumers limit reached") and
+    // restarted services could not follow the events any more.
+    let mut stack = Stack::start_with(Options::permissive()).await;
+    let _w = stack.add_worker(stack.worker_config("w1")).await;
+    let first = stack.submit_shell("echo warm").await;
+    stack.wait_state(&first, JobState::Succeeded).await;
+    stack.wait_archived(&first).await;
+    let (events, logs) = (
+        consumers(&stack, streams::EVENTS).await,
+        consumers(&stack, streams::LOGS).await,
+    );
+    let mut jobs = Vec::new();
+    for i in 0..8 {
+        jobs.push(stack.submit_shell(&format!("echo job {i}")).await);
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        stack.wait_state(job, JobState::Succeeded).await;
+        stack.wait_archived(job).await;
+        assert!(stack.events(job).await.len() >= 5);
+        assert_eq!(stack.output(job).await, format!("job {i}\n"));
+    }
+    assert_eq!(consumers(&stack, streams::EVENTS).await, events);
+    assert_eq!(consumers(&stack, streams::LOGS).await, logs);
+}
+
+#[tokio::test]
+async fn a_long_output_is_read_back_whole_and_in_order() {
+    // More chunks than one batched read carries.
+    let stack = Stack::start_with(Options::permissive()).await;
+    let job = skynet_protocol::JobId::generate();
+    let mut acks = Vec::new();
+    for i in 0..700 {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert(subjects::headers::STREAM, "stdout");
+        h.insert(subjects::headers::STEP, "0");
+        acks.push(
+            stack
+                .js
+                .publish_with_headers(subjects::logs(&job), h, format!("{i}\n").into())
+                .await
+                .unwrap(),
+        );
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let msgs = skynet_runtime::logs::read_all(&stack.js, &job)
+        .await
+        .unwrap();
+    assert_eq!(msgs.len(), 700);
+    assert!(msgs.windows(2).all(|w| w[0].seq < w[1].seq));
+    let text: String = msgs
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.data).into_owned())
+        .collect();
+    let want: String = (0..700).map(|i| format!("{i}\n")).collect();
+    assert_eq!(text, want);
+    let none = skynet_protocol::JobId::generate();
+    assert!(
+        skynet_runtime::logs::read_all(&stack.js, &none)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

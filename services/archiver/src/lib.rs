@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_nats::Client;
 use async_nats::jetstream::{self, AckKind, consumer::PullConsumer};
 use futures::StreamExt;
-use skynet_protocol::{Event, JobId, streams};
+use skynet_protocol::{Event, EventKind, JobId, streams};
 use skynet_runtime::archive::{Archive, ArchiveStore, ArtifactRef};
 use skynet_runtime::events::EventLog;
 use tokio_util::sync::CancellationToken;
@@ -95,26 +95,44 @@ async fn archive_job(
     if archive.archived_seq(job).await == Some(terminal_seq) {
         return Ok(());
     }
-    let events = log
+    let events: Vec<Event> = log
         .history(job)
         .await?
         .into_iter()
         .map(|s| s.event)
         .collect();
+    // Only steps that declare artifacts keep any: the store is listed for those jobs alone
+    // (listing it reads every object's metadata).
+    let keeps_artifacts = events.iter().any(|e| {
+        matches!(&e.kind, EventKind::Planned { steps, .. }
+            if steps.iter().any(|s| !s.artifacts().is_empty()))
+    });
     let logs = skynet_runtime::logs::read_all(js, job).await?;
     let mut a = Archive::new(job.clone(), terminal_seq, events, &logs);
     let prefix = streams::artifact_prefix(job);
+    if keeps_artifacts {
+        list_artifacts(artifacts, &prefix, &mut a).await?;
+    }
+    archive.put(&a).await?;
+    tracing::info!(job_id = %job, chunks = a.output.len(), events = a.events.len(), "archived");
+    Ok(())
+}
+
+/// Adds the job's stored artifacts (names under `prefix`) to its archive.
+async fn list_artifacts(
+    artifacts: &jetstream::object_store::ObjectStore,
+    prefix: &str,
+    a: &mut Archive,
+) -> anyhow::Result<()> {
     let mut list = artifacts.list().await?;
     while let Some(info) = list.next().await {
         let info = info?;
-        if info.name.starts_with(&prefix) && !info.deleted {
+        if info.name.starts_with(prefix) && !info.deleted {
             a.artifacts.push(ArtifactRef {
                 name: info.name.clone(),
                 size: info.size as u64,
             });
         }
     }
-    archive.put(&a).await?;
-    tracing::info!(job_id = %job, chunks = a.output.len(), events = a.events.len(), "archived");
     Ok(())
 }

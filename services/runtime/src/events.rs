@@ -132,18 +132,17 @@ impl EventLog {
 
     /// Every event of `job`, oldest first.
     pub async fn history(&self, job: &JobId) -> anyhow::Result<Vec<Stored>> {
-        let messages = crate::logs::read_subject(&self.stream, &subjects::events(job)).await?;
+        let messages =
+            crate::logs::read_subject(&self.js, streams::EVENTS, &subjects::events(job)).await?;
         Ok(messages
             .into_iter()
-            .filter_map(
-                |(seq, msg)| match serde_json::from_slice::<Event>(&msg.payload) {
-                    Ok(event) => Some(Stored { seq, event }),
-                    Err(e) => {
-                        tracing::warn!(seq, error = %e, "unreadable event skipped");
-                        None
-                    }
-                },
-            )
+            .filter_map(|r| match serde_json::from_slice::<Event>(&r.payload) {
+                Ok(event) => Some(Stored { seq: r.seq, event }),
+                Err(e) => {
+                    tracing::warn!(seq = r.seq, error = %e, "unreadable event skipped");
+                    None
+                }
+            })
             .collect())
     }
 

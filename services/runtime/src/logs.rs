@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    self, Context,
+    Context,
     consumer::{DeliverPolicy, pull::OrderedConfig},
-    stream::DirectGetErrorKind,
 };
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -37,53 +36,95 @@ impl LogMsg {
     }
 }
 
-/// Every message stored on `subject` in `stream` up to now, oldest first, with its sequence.
+/// One message as stored in a stream.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub seq: u64,
+    pub headers: Option<async_nats::HeaderMap>,
+    pub payload: Bytes,
+}
+
+/// Messages asked for in one batched direct get.
+const DIRECT_BATCH: usize = 256;
+
+/// How long one batched direct get may take.
+const DIRECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Every message stored on `subject` in stream `stream` up to now, oldest first, with its
+/// sequence. Read with batched direct gets (ADR-31: one request, up to
+/// [`DIRECT_BATCH`] messages back, then an end-of-batch mark), so a read creates no
+/// consumer: a service that reads many jobs (the archiver over a long history, the
+/// dispatcher refreshing a job) leaves nothing behind on the server.
 pub async fn read_subject(
-    stream: &jetstream::stream::Stream<()>,
+    js: &Context,
+    stream: &str,
     subject: &str,
-) -> anyhow::Result<Vec<(u64, jetstream::Message)>> {
-    let last = match stream.direct_get_last_for_subject(subject).await {
-        Ok(m) => m.sequence,
-        Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            name: Some(streams::ordered_consumer_name()),
-            filter_subject: subject.into(),
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut out = Vec::new();
-    let read = async {
-        while let Some(msg) = messages.next().await {
-            let msg = msg?;
-            let seq = msg
-                .info()
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .stream_sequence;
-            out.push((seq, msg));
-            if seq >= last {
-                break;
+) -> anyhow::Result<Vec<Record>> {
+    let client = js.client();
+    let api = format!("$JS.API.DIRECT.GET.{stream}");
+    let mut out: Vec<Record> = Vec::new();
+    let mut from = 1u64;
+    loop {
+        let inbox = client.new_inbox();
+        let mut replies = client.subscribe(inbox.clone()).await?;
+        let request = serde_json::json!({
+            "seq": from,
+            "next_by_subj": subject,
+            "batch": DIRECT_BATCH,
+        });
+        client
+            .publish_with_reply(api.clone(), inbox, request.to_string().into())
+            .await?;
+        let mut more = false;
+        let mut got = 0usize;
+        let read = async {
+            while let Some(msg) = replies.next().await {
+                match msg.status.map(|s| s.as_u16()) {
+                    // End of the batch.
+                    Some(204) => return anyhow::Ok(()),
+                    // Nothing (more) on the subject.
+                    Some(404) => return Ok(()),
+                    Some(code) => anyhow::bail!(
+                        "reading {subject}: {code} {}",
+                        msg.description.as_deref().unwrap_or_default()
+                    ),
+                    None => {}
+                }
+                let header = |name: &str| {
+                    msg.headers
+                        .as_ref()
+                        .and_then(|h| h.get(name))
+                        .and_then(|v| v.as_str().parse::<u64>().ok())
+                };
+                let Some(seq) = header("Nats-Sequence") else {
+                    anyhow::bail!("reading {subject}: a message without its sequence");
+                };
+                more = header("Nats-Num-Pending").is_some_and(|n| n > 0);
+                got += 1;
+                out.push(Record {
+                    seq,
+                    headers: msg.headers.clone(),
+                    payload: msg.payload.clone(),
+                });
             }
+            anyhow::bail!("reading {subject}: the connection closed")
+        };
+        let read = tokio::time::timeout(DIRECT_WAIT, read).await;
+        let _ = replies.unsubscribe().await;
+        read.map_err(|_| anyhow::anyhow!("reading {subject} timed out"))??;
+        match out.last() {
+            Some(last) if more && got > 0 => from = last.seq + 1,
+            _ => return Ok(out),
         }
-        anyhow::Ok(())
-    };
-    tokio::time::timeout(Duration::from_secs(30), read)
-        .await
-        .map_err(|_| anyhow::anyhow!("reading {subject} timed out"))??;
-    Ok(out)
+    }
 }
 
 /// The output of `job` stored so far.
 pub async fn read_all(js: &Context, job: &JobId) -> anyhow::Result<Vec<LogMsg>> {
-    let stream = js.get_stream_no_info(streams::LOGS).await?;
-    Ok(read_subject(&stream, &subjects::logs(job))
+    Ok(read_subject(js, streams::LOGS, &subjects::logs(job))
         .await?
         .into_iter()
-        .map(|(seq, m)| LogMsg::from_message(seq, m.headers.as_ref(), m.payload.clone()))
+        .map(|r| LogMsg::from_message(r.seq, r.headers.as_ref(), r.payload))
         .collect())
 }
 

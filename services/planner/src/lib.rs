@@ -244,8 +244,12 @@ pub async fn run(
             let _permit = permit;
             let work = intake.handle(&msg);
             tokio::pin!(work);
-            let mut progress = tokio::time::interval(PROGRESS_EVERY);
-            progress.tick().await;
+            // First due one period from now: an interval's immediate first tick still waits
+            // for the timer wheel's next millisecond, and would hold up every request.
+            let mut progress = tokio::time::interval_at(
+                tokio::time::Instant::now() + PROGRESS_EVERY,
+                PROGRESS_EVERY,
+            );
             let result = loop {
                 tokio::select! {
                     r = &mut work => break r,

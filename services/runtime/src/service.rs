@@ -20,7 +20,7 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     crate::telemetry::init(common.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -20,7 +20,7 @@ use rusqlite::params;
 use skynet_protocol::subjects::{self, OutKind, headers};
 use skynet_protocol::worker::WorkerReport;
 use skynet_protocol::{JobId, WorkerId};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::records::{Db, lock};
@@ -60,22 +60,21 @@ impl Outbox {
         flush: Duration,
     ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let (tx, rx) = mpsc::channel::<Item>(10_000);
-        let stored = Arc::new(Notify::new());
+        let (committed_tx, committed) = mpsc::unbounded_channel::<Vec<Row>>();
         {
             let db = db.clone();
-            let stored = stored.clone();
             std::thread::Builder::new()
                 .name("worker-outbox".into())
-                .spawn(move || write_loop(db, rx, stored))?;
+                .spawn(move || write_loop(db, rx, committed_tx))?;
         }
         let sender = Sender {
             db,
             incarnation,
             js,
             acks: tx.clone(),
-            stored,
+            flush,
         };
-        let task = tokio::spawn(sender.run(stop, flush));
+        let task = tokio::spawn(sender.run(committed, stop));
         Ok((Self { tx }, task))
     }
 
@@ -86,8 +85,10 @@ impl Outbox {
     }
 }
 
-/// Commits what arrives, in batches, and wakes the sender.
-fn write_loop(db: Db, mut rx: mpsc::Receiver<Item>, stored: Arc<Notify>) {
+/// Commits what is queued, as many messages per transaction as are waiting, and hands the
+/// committed rows to the sender (which publishes them from memory; it reads the database
+/// only for what an earlier run or a failed publish left).
+fn write_loop(db: Db, mut rx: mpsc::Receiver<Item>, committed: mpsc::UnboundedSender<Vec<Row>>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < 4096 {
@@ -96,20 +97,24 @@ fn write_loop(db: Db, mut rx: mpsc::Receiver<Item>, stored: Arc<Notify>) {
                 Err(_) => break,
             }
         }
+        let mut rows = Vec::new();
         let result = (|| -> rusqlite::Result<()> {
             let mut c = lock(&db);
             let tx = c.transaction()?;
             for item in batch {
                 match item {
                     Item::Out(o) => {
+                        let headers = serde_json::to_string(&o.headers).unwrap_or_default();
                         tx.execute(
                             "INSERT INTO outbox(subject, headers, payload) VALUES (?1, ?2, ?3)",
-                            params![
-                                o.subject,
-                                serde_json::to_string(&o.headers).unwrap_or_default(),
-                                o.payload.as_ref()
-                            ],
+                            params![o.subject, headers, o.payload.as_ref()],
                         )?;
+                        rows.push(Row {
+                            id: tx.last_insert_rowid(),
+                            subject: o.subject,
+                            headers: o.headers,
+                            payload: o.payload,
+                        });
                         if let Some((job, attempt, state)) = o.finish {
                             crate::records::finish(&tx, &job, attempt, &state)?;
                         }
@@ -121,94 +126,200 @@ fn write_loop(db: Db, mut rx: mpsc::Receiver<Item>, stored: Arc<Notify>) {
             }
             tx.commit()
         })();
-        if let Err(e) = result {
-            // The disk is full or broken: nothing this worker says can be kept. Say so loudly;
-            // the attempts in flight look abandoned to the next run.
-            tracing::error!(error = %e, "cannot store outgoing reports");
+        match result {
+            Ok(()) if !rows.is_empty() => {
+                // The sender is gone only at shutdown; the rows are stored for the next run.
+                let _ = committed.send(rows);
+            }
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "cannot store outgoing reports"),
         }
-        stored.notify_one();
     }
 }
 
+/// One stored message.
 struct Row {
     id: i64,
     subject: String,
     headers: Vec<(String, String)>,
-    payload: Vec<u8>,
+    payload: Bytes,
 }
 
+/// Publishes stored messages in order and tells the writer what is stored upstream.
 struct Sender {
     db: Db,
     incarnation: String,
     js: jetstream::Context,
     acks: mpsc::Sender<Item>,
-    stored: Arc<Notify>,
+    /// How long it keeps publishing once asked to stop.
+    flush: Duration,
+}
+
+/// An acknowledgement on its way.
+type Ack = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
+            > + Send,
+    >,
+>;
+
+/// Where the sender is.
+struct Progress {
+    /// Every row up to this id is stored upstream.
+    acked: i64,
+    /// Every row up to this id was published (and is acked or in flight).
+    published: i64,
+    /// Published, not yet acknowledged, in order.
+    inflight: std::collections::VecDeque<(i64, Ack)>,
+    /// Rows may wait in the database that were never published (at start, and after a
+    /// failed publish): read them before taking new ones from memory.
+    backlog: bool,
 }
 
 impl Sender {
-    async fn run(self, stop: CancellationToken, flush: Duration) {
-        let mut after = 0i64;
+    async fn run(self, mut committed: mpsc::UnboundedReceiver<Vec<Row>>, stop: CancellationToken) {
+        let flush = self.flush;
+        let mut p = Progress {
+            acked: 0,
+            published: 0,
+            inflight: std::collections::VecDeque::new(),
+            backlog: true,
+        };
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut backoff = Duration::from_millis(50);
+        let mut unreported = 0usize;
         loop {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                return;
-            }
-            let rows = match self.read(after).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the outbox");
-                    Vec::new()
-                }
-            };
-            if rows.is_empty() {
-                if deadline.is_some() {
-                    return;
-                }
-                tokio::select! {
-                    _ = self.stored.notified() => {}
-                    _ = stop.cancelled() => {
-                        deadline = Some(tokio::time::Instant::now() + flush);
-                    }
-                    // A row may be committed between the read and the wait.
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
-                continue;
-            }
-            let until =
-                deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-            match tokio::time::timeout_at(until, self.send(&rows)).await {
-                Ok(Ok(last)) => {
-                    after = last;
-                    backoff = Duration::from_millis(50);
-                    let _ = self.acks.send(Item::Sent(last)).await;
-                }
-                Ok(Err((last_ok, e))) => {
-                    if let Some(id) = last_ok {
-                        after = id;
-                        let _ = self.acks.send(Item::Sent(id)).await;
-                    }
-                    tracing::debug!(error = %e, "report not stored yet; retrying");
-                    let client = self.js.client();
-                    let connects = skynet_runtime::connect::connects(&client);
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        // Back at once when the connection is.
-                        _ = skynet_runtime::connect::reconnected(&client, connects) => {}
-                        _ = stop.cancelled(), if deadline.is_none() => {
-                            deadline = Some(tokio::time::Instant::now() + flush);
-                        }
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(_) => {
+                if !p.inflight.is_empty() || p.backlog {
                     tracing::warn!(
                         "worker stopping with unsent reports; the next start sends them"
                     );
-                    return;
+                }
+                return;
+            }
+            if p.backlog && p.inflight.is_empty() {
+                match self.read(p.acked).await {
+                    Ok(rows) if rows.is_empty() => p.backlog = false,
+                    Ok(rows) => {
+                        if let Err(e) = self.publish(&mut p, rows).await {
+                            self.failed(&mut p, &e, &mut backoff, &stop, &mut deadline)
+                                .await;
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the outbox");
+                        self.failed(&mut p, "unreadable", &mut backoff, &stop, &mut deadline)
+                            .await;
+                        continue;
+                    }
                 }
             }
+            if deadline.is_some() && p.inflight.is_empty() && !p.backlog && committed.is_empty() {
+                return;
+            }
+            let full = p.inflight.len() >= WINDOW;
+            tokio::select! {
+                biased;
+                ack = async {
+                    match p.inflight.front_mut() {
+                        Some((_, ack)) => ack.await,
+                        None => std::future::pending().await,
+                    }
+                },
+                    if !p.inflight.is_empty() =>
+                {
+                    match ack {
+                        Ok(_) => {
+                            if let Some((id, _)) = p.inflight.pop_front() {
+                                p.acked = id;
+                            }
+                            backoff = Duration::from_millis(50);
+                            unreported += 1;
+                            // The rows stored upstream are deleted in batches.
+                            if p.inflight.is_empty() || unreported >= 64 {
+                                unreported = 0;
+                                let _ = self.acks.send(Item::Sent(p.acked)).await;
+                            }
+                        }
+                        Err(e) => {
+                            let e = e.to_string();
+                            self.failed(&mut p, &e, &mut backoff, &stop, &mut deadline).await;
+                        }
+                    }
+                }
+                rows = committed.recv(), if !full && !p.backlog => match rows {
+                    Some(rows) => {
+                        if let Err(e) = self.publish(&mut p, rows).await {
+                            self.failed(&mut p, &e, &mut backoff, &stop, &mut deadline).await;
+                        }
+                    }
+                    // The writer is gone (shutdown): only what is in flight is left.
+                    None if p.inflight.is_empty() => return,
+                    None => {}
+                },
+                _ = stop.cancelled(), if deadline.is_none() => {
+                    deadline = Some(tokio::time::Instant::now() + flush);
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
+                    if deadline.is_some() => {}
+            }
         }
+    }
+
+    /// Publishes rows not published yet, in order, without waiting for their
+    /// acknowledgements.
+    async fn publish(&self, p: &mut Progress, rows: Vec<Row>) -> Result<(), String> {
+        for row in rows {
+            if row.id <= p.published {
+                continue;
+            }
+            let mut h = HeaderMap::new();
+            for (k, v) in &row.headers {
+                h.insert(k.as_str(), v.as_str());
+            }
+            h.insert(headers::SEQ, row.id.to_string().as_str());
+            let publish = PublishMessage::build()
+                .payload(row.payload)
+                .headers(h)
+                .message_id(format!("{}:{}", self.incarnation, row.id));
+            let ack = self
+                .js
+                .send_publish(row.subject, publish)
+                .await
+                .map_err(|e| e.to_string())?;
+            p.inflight
+                .push_back((row.id, std::future::IntoFuture::into_future(ack)));
+            p.published = row.id;
+        }
+        Ok(())
+    }
+
+    /// A publish failed: everything after the last acknowledged row is published again
+    /// (from the database), after a pause or as soon as the connection is back.
+    async fn failed(
+        &self,
+        p: &mut Progress,
+        error: &str,
+        backoff: &mut Duration,
+        stop: &CancellationToken,
+        deadline: &mut Option<tokio::time::Instant>,
+    ) {
+        tracing::debug!(error, "report not stored yet; retrying");
+        p.inflight.clear();
+        p.published = p.acked;
+        p.backlog = true;
+        let client = self.js.client();
+        let connects = skynet_runtime::connect::connects(&client);
+        tokio::select! {
+            _ = tokio::time::sleep(*backoff) => {}
+            _ = skynet_runtime::connect::reconnected(&client, connects) => {}
+            _ = stop.cancelled(), if deadline.is_none() => {
+                *deadline = Some(tokio::time::Instant::now() + self.flush);
+            }
+        }
+        *backoff = (*backoff * 2).min(Duration::from_secs(2));
     }
 
     async fn read(&self, after: i64) -> rusqlite::Result<Vec<Row>> {
@@ -223,7 +334,7 @@ impl Sender {
                     id: r.get(0)?,
                     subject: r.get(1)?,
                     headers: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
-                    payload: r.get(3)?,
+                    payload: Bytes::from(r.get::<_, Vec<u8>>(3)?),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -234,47 +345,8 @@ impl Sender {
             Ok(Vec::new())
         })
     }
-
-    /// Publishes `rows` in order, then awaits their acknowledgements in order. Returns the
-    /// last id stored, or the last id stored before the first failure.
-    async fn send(&self, rows: &[Row]) -> Result<i64, (Option<i64>, String)> {
-        let mut pending = Vec::with_capacity(rows.len());
-        let mut last_ok = None;
-        for row in rows {
-            let mut h = HeaderMap::new();
-            for (k, v) in &row.headers {
-                h.insert(k.as_str(), v.as_str());
-            }
-            h.insert(headers::SEQ, row.id.to_string().as_str());
-            let publish = PublishMessage::build()
-                .payload(Bytes::copy_from_slice(&row.payload))
-                .headers(h)
-                .message_id(format!("{}:{}", self.incarnation, row.id));
-            match self.js.send_publish(row.subject.clone(), publish).await {
-                Ok(ack) => pending.push((row.id, ack)),
-                Err(e) => {
-                    // Whatever was sent before may still be stored.
-                    for (id, ack) in pending {
-                        match ack.await {
-                            Ok(_) => last_ok = Some(id),
-                            Err(_) => return Err((last_ok, e.to_string())),
-                        }
-                    }
-                    return Err((last_ok, e.to_string()));
-                }
-            }
-        }
-        for (id, ack) in pending {
-            match ack.await {
-                Ok(_) => last_ok = Some(id),
-                Err(e) => return Err((last_ok, e.to_string())),
-            }
-        }
-        last_ok.ok_or((None, "nothing sent".into()))
-    }
 }
 
-/// Reports about one attempt of one job.
 #[derive(Clone)]
 pub struct Reporter {
     outbox: Outbox,

@@ -118,16 +118,29 @@ impl Effects {
             steps: steps.as_ref().clone(),
             seal,
         };
-        self.js
+        let stored = self
+            .js
             .send_publish(
                 subjects::work(worker, &job.id),
                 PublishMessage::build()
                     .payload(spec.to_json().into())
                     .message_id(format!("{}:{attempt}", job.id)),
             )
-            .await?
             .await?;
-        tracing::debug!(job_id = %job.id, worker = %worker, attempt, "spec sent");
+        // Its acknowledgement is awaited beside the owner, not by it: the owner goes on with
+        // the next decision at once. A spec that was not stored is sent again by the clock
+        // (`owner::tick`: no start within `Timing::spec_resend`).
+        let (job_id, worker) = (job.id.clone(), worker.clone());
+        tokio::spawn(async move {
+            match stored.await {
+                Ok(_) => {
+                    tracing::debug!(job_id = %job_id, worker = %worker, attempt, "spec sent")
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %job_id, worker = %worker, attempt, error = %e, "the spec was not stored; it is sent again later")
+                }
+            }
+        });
         Ok(())
     }
 

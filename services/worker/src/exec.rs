@@ -542,10 +542,7 @@ async fn spawn_and_wait(
         return End::Exited(127);
     };
     let pgid = Pid::from_raw(pid as i32);
-    if let Err(e) = ctx
-        .records
-        .set_pgid(&rep.job, rep.attempt, Some(pgid.as_raw()))
-    {
+    if let Err(e) = set_pgid(ctx, rep, Some(pgid.as_raw())).await {
         tracing::warn!(error = %e, "recording the step's process group");
     }
     let stopping = CancellationToken::new();
@@ -592,7 +589,7 @@ async fn spawn_and_wait(
     if let Some(f) = feeder {
         f.abort();
     }
-    if let Err(e) = ctx.records.set_pgid(&rep.job, rep.attempt, None) {
+    if let Err(e) = set_pgid(ctx, rep, None).await {
         tracing::warn!(error = %e, "recording the step's end");
     }
     // Output still in the pipes is sent before the step's end is reported.
@@ -665,6 +662,14 @@ pub fn group_alive(pgid: Pid) -> bool {
         let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
         pgrp == Some(pgid.as_raw()) && state != "Z" && state != "X"
     })
+}
+
+/// Records the process group of the attempt's running step, on a blocking thread (the
+/// database is shared with the outbox's writer).
+async fn set_pgid(ctx: &Ctx, rep: &Reporter, pgid: Option<i32>) -> anyhow::Result<()> {
+    let (records, job, attempt) = (ctx.records.clone(), rep.job.clone(), rep.attempt);
+    tokio::task::spawn_blocking(move || records.set_pgid(&job, attempt, pgid)).await??;
+    Ok(())
 }
 
 async fn pump<R: tokio::io::AsyncRead + Unpin>(
@@ -772,29 +777,49 @@ async fn read_file(index: usize, path: &str, ctx: &Ctx, rep: &Reporter) -> End {
         Ok(p) => p,
         Err(e) => return End::Refused(e.to_string()),
     };
-    let file = match tokio::fs::File::open(&p).await {
-        Ok(f) => f,
-        Err(e) => {
-            rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes())
-                .await;
-            return End::Exited(1);
+    // Read on one blocking thread, piece by piece (a handful in flight): one hand-off per
+    // file rather than one per open and per read.
+    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read as _;
+        let mut file = match std::fs::File::open(&p) {
+            Ok(f) => f.take(READ_LIMIT + 1),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    // Gone: the step stopped reading (truncated).
+                    if tx.blocking_send(Ok(buf)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
         }
-    };
-    let mut limited = file.take(READ_LIMIT + 1);
-    let mut buf = vec![0u8; 64 * 1024];
+    });
     let mut total = 0u64;
     let mut carry: Vec<u8> = Vec::new();
-    loop {
-        match limited.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Ok(piece) => {
+                let n = piece.len();
                 total += n as u64;
                 let take = if total > READ_LIMIT {
                     n - (total - READ_LIMIT) as usize
                 } else {
                     n
                 };
-                carry.extend_from_slice(&buf[..take]);
+                carry.extend_from_slice(&piece[..take]);
                 let cut = utf8_boundary(&carry);
                 let rest = carry.split_off(cut);
                 rep.log("stdout", Some(index), &carry).await;

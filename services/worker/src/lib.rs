@@ -417,7 +417,15 @@ impl Worker {
                 return None;
             }
         }
-        let seen = match self.records.begin(job, attempt) {
+        // On a blocking thread: the database is shared with the outbox's writer, and
+        // waiting for it must not stall the connection and the other jobs.
+        let begun = {
+            let (records, job) = (self.records.clone(), job.clone());
+            tokio::task::spawn_blocking(move || records.begin(&job, attempt))
+                .await
+                .unwrap_or_else(|e| Err(rusqlite::Error::ToSqlConversionFailure(Box::new(e))))
+        };
+        let seen = match begun {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the attempt; leaving the spec for later");
@@ -488,7 +496,10 @@ impl Worker {
             stop,
         )
         .await;
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(tmp)).await;
+        // Removed beside the report, not before it.
+        drop(tokio::task::spawn_blocking(move || {
+            std::fs::remove_dir_all(tmp)
+        }));
         if let Some(why) = stop.abandoned() {
             tracing::warn!(job_id = %job, attempt, %why, "attempt abandoned");
             rep.last(

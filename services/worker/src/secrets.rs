@@ -55,18 +55,28 @@ pub const SYSTEM: &[&str] = &[
 
 /// Why `path` is a secret by its name (or its last components), if it is one.
 pub fn by_name(path: &Path) -> Option<&'static str> {
-    let parts: Vec<&str> = path
-        .components()
-        .filter_map(|c| match c {
-            std::path::Component::Normal(n) => n.to_str(),
-            _ => None,
-        })
-        .collect();
-    let name = *parts.last()?;
+    // The last few names, newest first, without allocating: this runs for every entry the
+    // sandbox's walk looks at.
+    const KEEP: usize = 4;
+    let mut last: [&str; KEEP] = [""; KEEP];
+    let mut n = 0;
+    for part in path.components().rev().filter_map(|c| match c {
+        std::path::Component::Normal(n) => n.to_str(),
+        _ => None,
+    }) {
+        last[n] = part;
+        n += 1;
+        if n == KEEP {
+            break;
+        }
+    }
+    let name = *last[..n].first()?;
     if NAMES.contains(&name) {
         return Some("holds credentials");
     }
-    if TAILS.iter().any(|t| parts.ends_with(t)) {
+    let ends_with =
+        |t: &[&str]| t.len() <= n && t.iter().rev().zip(&last[..n]).all(|(a, b)| a == b);
+    if TAILS.iter().any(|t| ends_with(t)) {
         return Some("holds credentials");
     }
     if KEY_PREFIXES.iter().any(|p| name.starts_with(p)) {

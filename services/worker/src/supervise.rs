@@ -310,8 +310,24 @@ fn reap() {
     }
 }
 
+/// Whether this process has any child left (alive, or exited and not yet reaped).
+fn has_children() -> bool {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    !matches!(
+        waitpid(None, Some(WaitPidFlag::WNOHANG)),
+        Err(nix::errno::Errno::ECHILD)
+    )
+}
+
 /// SIGTERM to everything of the step, `grace` to exit, then SIGKILL until nothing is left.
 fn end_group(me: Pid, grace: Duration) {
+    reap();
+    // Every process the step left is a child of ours: its parent is, or it was orphaned and
+    // came to us (we are the subreaper). With no child left there is nothing to end, and
+    // the scan of every process on the machine is spared.
+    if !has_children() {
+        return;
+    }
     let left = members(me);
     if left.is_empty() {
         reap();

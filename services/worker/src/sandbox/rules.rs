@@ -17,6 +17,7 @@
 //! (past that, what is left is granted whole; the worker's own path checks still refuse
 //! such files by name).
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -96,6 +97,8 @@ pub fn plan(grants: &[Grant], holes: &[PathBuf], limits: Limits, tree: &dyn Tree
     let mut out = Vec::new();
     let mut walk = Walk {
         holes,
+        exact: holes.iter().map(PathBuf::as_path).collect(),
+        above: holes.iter().flat_map(|h| h.ancestors().skip(1)).collect(),
         tree,
         limits,
         spent: 0,
@@ -138,6 +141,10 @@ enum Part {
 
 struct Walk<'a> {
     holes: &'a [PathBuf],
+    /// The holes, to look up exactly.
+    exact: HashSet<&'a Path>,
+    /// Every directory with a hole somewhere below it.
+    above: HashSet<&'a Path>,
     tree: &'a dyn Tree,
     limits: Limits,
     spent: usize,
@@ -146,6 +153,12 @@ struct Walk<'a> {
 impl Walk<'_> {
     fn is_out(&self, path: &Path) -> bool {
         self.holes.iter().any(|h| path.starts_with(h)) || crate::secrets::by_name(path).is_some()
+    }
+
+    /// [`Walk::is_out`] for an entry of a directory the walk went into: nothing above it is
+    /// a hole (the walk never goes into one), so only the entry itself can be.
+    fn entry_is_out(&self, child: &Path) -> bool {
+        self.exact.contains(child) || crate::secrets::by_name(child).is_some()
     }
 
     fn grant(&mut self, path: &Path, search: bool, depth: usize) -> Part {
@@ -160,7 +173,7 @@ impl Walk<'_> {
     }
 
     fn dir(&mut self, path: &Path, search: bool, depth: usize) -> Part {
-        let hole_below = self.holes.iter().any(|h| h.starts_with(path) && h != path);
+        let hole_below = self.above.contains(path);
         let bulky = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -177,7 +190,7 @@ impl Walk<'_> {
         let mut parts = Vec::new();
         for (name, kind) in entries {
             let child = path.join(&name);
-            if self.is_out(&child) {
+            if self.entry_is_out(&child) {
                 whole = false;
                 continue;
             }

@@ -141,10 +141,8 @@ pub fn apply_batch(conn: &mut Connection, batch: &[Stored]) -> rusqlite::Result<
             lifecycle::Applied::Refused(e) => {
                 tracing::warn!(job_id = %id, seq = stored.seq, error = %e, "illegal transition refused");
                 if job.state.is_some() {
-                    tx.execute(
-                        "UPDATE jobs SET view = ?2 WHERE job_id = ?1",
-                        params![id.as_str(), json(job)],
-                    )?;
+                    tx.prepare_cached("UPDATE jobs SET view = ?2 WHERE job_id = ?1")?
+                        .execute(params![id.as_str(), json(job)])?;
                 }
                 done.refused += 1;
             }
@@ -163,11 +161,8 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 /// The fold of a job as stored.
 fn load(tx: &rusqlite::Transaction<'_>, id: &JobId) -> rusqlite::Result<Option<Job>> {
     let view: Option<Option<String>> = tx
-        .query_row(
-            "SELECT view FROM jobs WHERE job_id = ?1",
-            [id.as_str()],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT view FROM jobs WHERE job_id = ?1")?
+        .query_row([id.as_str()], |r| r.get(0))
         .optional()?;
     Ok(view.flatten().and_then(|v| serde_json::from_str(&v).ok()))
 }
@@ -178,57 +173,57 @@ fn store(tx: &rusqlite::Transaction<'_>, job: &Job, stored: &Stored) -> rusqlite
     let seq = *seq as i64;
     let id = job.id.as_str();
     let state = job.state.map(|s| s.as_str()).unwrap_or("received");
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO jobs(job_id, state, goal, created_at, updated_at, updated_seq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, goal = excluded.goal,
              updated_at = excluded.updated_at, updated_seq = excluded.updated_seq",
-        params![
-            id,
-            state,
-            job.wants.goal,
-            job.created_at.as_deref().unwrap_or(&event.at),
-            event.at,
-            seq
-        ],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![
+        id,
+        state,
+        job.wants.goal,
+        job.created_at.as_deref().unwrap_or(&event.at),
+        event.at,
+        seq
+    ])?;
+    tx.prepare_cached(
         "UPDATE jobs SET summary = ?2, plan_hash = ?3, worker = ?4, attempt = ?5, view = ?6
          WHERE job_id = ?1",
-        params![
-            id,
-            job.plan.as_ref().map(|p| p.summary.as_str()),
-            job.plan.as_ref().map(|p| p.hash.as_str()),
-            job.worker.as_ref().map(|w| w.as_str()),
-            job.attempt,
-            json(job)
-        ],
-    )?;
+    )?
+    .execute(params![
+        id,
+        job.plan.as_ref().map(|p| p.summary.as_str()),
+        job.plan.as_ref().map(|p| p.hash.as_str()),
+        job.worker.as_ref().map(|w| w.as_str()),
+        job.attempt,
+        json(job)
+    ])?;
     match &event.kind {
         EventKind::Received { request } => {
-            tx.execute(
-                "UPDATE jobs SET request = ?2 WHERE job_id = ?1",
-                params![id, json(request)],
-            )?;
+            tx.prepare_cached("UPDATE jobs SET request = ?2 WHERE job_id = ?1")?
+                .execute(params![id, json(request)])?;
         }
         EventKind::Planned { steps, .. } => {
-            tx.execute(
-                "UPDATE jobs SET steps = ?2 WHERE job_id = ?1",
-                params![id, json(steps)],
-            )?;
+            tx.prepare_cached("UPDATE jobs SET steps = ?2 WHERE job_id = ?1")?
+                .execute(params![id, json(steps)])?;
         }
         _ => {}
     }
     if let Some(result) = JobResult::from_event(&event.kind) {
-        tx.execute(
-            "UPDATE jobs SET result = ?2 WHERE job_id = ?1",
-            params![id, json(&result)],
-        )?;
+        tx.prepare_cached("UPDATE jobs SET result = ?2 WHERE job_id = ?1")?
+            .execute(params![id, json(&result)])?;
     }
-    tx.execute(
+    tx.prepare_cached(
         "INSERT OR IGNORE INTO events(seq, job_id, state, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![seq, id, event.state().as_str(), event.at, json(event)],
-    )?;
+    )?
+    .execute(params![
+        seq,
+        id,
+        event.state().as_str(),
+        event.at,
+        json(event)
+    ])?;
     Ok(())
 }
 

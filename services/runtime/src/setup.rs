@@ -56,6 +56,9 @@ pub async fn ensure_all(js: &Context, r: &Retention, existing: Existing) -> anyh
     Ok(())
 }
 
+/// How long one set-up request may take before it is asked again.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What every control-plane service starts with: its JetStream context and the event log,
 /// once the streams, buckets and stores exist (created if missing, never changed). While
 /// NATS does not answer it keeps trying; `None` when `shutdown` came first.
@@ -64,11 +67,17 @@ pub async fn open(
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Option<(Context, crate::EventLog)>> {
     let js = jetstream::new(client.clone());
+    // Setting up asks the server short questions; a request the server drops unanswered
+    // (a create this identity may not make, before the control plane made the streams, or
+    // one lost with a server that restarts meanwhile) is given up after a moment and asked
+    // again, not waited for the whole default timeout.
+    let mut quick = js.clone();
+    quick.set_timeout(SETUP_TIMEOUT);
     let retention = retention_from_env()?;
     let mut delay = Duration::from_millis(100);
     loop {
         let attempt = async {
-            ensure_all(&js, &retention, Existing::Keep).await?;
+            ensure_all(&quick, &retention, Existing::Keep).await?;
             crate::EventLog::open(js.clone()).await
         };
         let result = tokio::select! {

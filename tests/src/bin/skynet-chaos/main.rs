@@ -510,8 +510,13 @@ async fn soak(args: Args) -> anyhow::Result<bool> {
     if args.dir.is_none() && !ok {
         // Keep what it takes to look into a failure.
         let kept = std::env::temp_dir().join(format!("skynet-chaos-{seed}"));
-        let _ = std::fs::rename(&topology.dir, &kept);
-        println!("chaos: logs and data kept in {}", kept.display());
+        // An earlier failure of the same seed makes way (a rename onto it would fail, and
+        // this run's logs would be lost with the temporary directory).
+        let _ = std::fs::remove_dir_all(&kept);
+        match std::fs::rename(&topology.dir, &kept) {
+            Ok(()) => println!("chaos: logs and data kept in {}", kept.display()),
+            Err(e) => println!("chaos: could not keep the logs in {}: {e}", kept.display()),
+        }
     }
     Ok(ok)
 }

@@ -132,6 +132,8 @@ fn write_loop(db: Db, mut rx: mpsc::Receiver<Item>, committed: mpsc::UnboundedSe
                 let _ = committed.send(rows);
             }
             Ok(()) => {}
+            // The disk is full or broken: nothing this worker says can be kept. Say so loudly;
+            // the attempts in flight look abandoned to the next run.
             Err(e) => tracing::error!(error = %e, "cannot store outgoing reports"),
         }
     }
@@ -189,6 +191,7 @@ impl Sender {
         let mut deadline: Option<tokio::time::Instant> = None;
         let mut backoff = Duration::from_millis(50);
         let mut unreported = 0usize;
+        let mut closed = false;
         loop {
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 if !p.inflight.is_empty() || p.backlog {
@@ -216,7 +219,10 @@ impl Sender {
                     }
                 }
             }
-            if deadline.is_some() && p.inflight.is_empty() && !p.backlog && committed.is_empty() {
+            if p.inflight.is_empty()
+                && !p.backlog
+                && (closed || deadline.is_some() && committed.is_empty())
+            {
                 return;
             }
             let full = p.inflight.len() >= WINDOW;
@@ -249,15 +255,17 @@ impl Sender {
                         }
                     }
                 }
-                rows = committed.recv(), if !full && !p.backlog => match rows {
+                rows = committed.recv(), if !closed && (p.backlog || !full) => match rows {
+                    // Stored: a backlog is read back from the database, in order, so rows
+                    // are not held in memory while the server is away.
+                    Some(_) if p.backlog => {}
                     Some(rows) => {
                         if let Err(e) = self.publish(&mut p, rows).await {
                             self.failed(&mut p, &e, &mut backoff, &stop, &mut deadline).await;
                         }
                     }
-                    // The writer is gone (shutdown): only what is in flight is left.
-                    None if p.inflight.is_empty() => return,
-                    None => {}
+                    // The writer is gone (shutdown): only what is stored is left to send.
+                    None => closed = true,
                 },
                 _ = stop.cancelled(), if deadline.is_none() => {
                     deadline = Some(tokio::time::Instant::now() + flush);

@@ -13,7 +13,6 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use skynet_protocol::worker::StopReason;
 use skynet_protocol::{GitOp, JobState, Step, StepResult};
-use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,11 +21,11 @@ use crate::guard::Guard;
 use crate::outbox::Reporter;
 use crate::paths::Roots;
 
-/// Flush output after this long, or when this much is buffered.
-const BATCH_WINDOW: Duration = Duration::from_millis(20);
-const BATCH_BYTES: usize = 16 * 1024;
-/// The most of a file `file_read` sends back.
-const READ_LIMIT: u64 = 8 << 20;
+mod files;
+mod output;
+
+use files::{read_file, write_file};
+use output::{batch_output, pump};
 
 /// A request to stop a running job, with its reason.
 #[derive(Default)]
@@ -672,224 +671,6 @@ async fn set_pgid(ctx: &Ctx, rep: &Reporter, pgid: Option<i32>) -> anyhow::Resul
     Ok(())
 }
 
-async fn pump<R: tokio::io::AsyncRead + Unpin>(
-    mut r: R,
-    stream: &'static str,
-    tx: mpsc::Sender<(&'static str, Vec<u8>)>,
-) {
-    let mut buf = vec![0u8; 8192];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if tx.send((stream, buf[..n].to_vec())).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Collects output into runs (consecutive bytes of one stream) and sends them every
-/// `BATCH_WINDOW` or `BATCH_BYTES`, keeping an incomplete UTF-8 character for the next run.
-async fn batch_output(mut rx: mpsc::Receiver<(&'static str, Vec<u8>)>, rep: Reporter, step: usize) {
-    let mut runs: Vec<(&'static str, Vec<u8>)> = Vec::new();
-    let mut size = 0usize;
-    let mut first_at: Option<tokio::time::Instant> = None;
-    let mut carry: BTreeMap<&'static str, Vec<u8>> = BTreeMap::new();
-    loop {
-        let flush_at = first_at.map(|t| t + BATCH_WINDOW);
-        let next = tokio::select! {
-            m = rx.recv() => m,
-            _ = async { tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)).await }, if flush_at.is_some() => {
-                flush(&mut runs, &mut carry, &rep, step, false).await;
-                size = 0;
-                first_at = None;
-                continue;
-            }
-        };
-        match next {
-            Some((stream, mut data)) => {
-                if let Some(mut c) = carry.remove(stream) {
-                    c.append(&mut data);
-                    data = c;
-                }
-                size += data.len();
-                match runs.last_mut() {
-                    Some((s, buf)) if *s == stream => buf.extend_from_slice(&data),
-                    _ => runs.push((stream, data)),
-                }
-                first_at.get_or_insert_with(tokio::time::Instant::now);
-                if size >= BATCH_BYTES {
-                    flush(&mut runs, &mut carry, &rep, step, false).await;
-                    size = 0;
-                    first_at = None;
-                }
-            }
-            None => {
-                flush(&mut runs, &mut carry, &rep, step, true).await;
-                return;
-            }
-        }
-    }
-}
-
-async fn flush(
-    runs: &mut Vec<(&'static str, Vec<u8>)>,
-    carry: &mut BTreeMap<&'static str, Vec<u8>>,
-    rep: &Reporter,
-    step: usize,
-    last: bool,
-) {
-    let count = runs.len();
-    for (i, (stream, mut data)) in runs.drain(..).enumerate() {
-        // Only the newest run of a stream can end mid-character, or mid-secret.
-        if !last && i + 1 == count {
-            let (mut head, rest) = rep.redact_split(&data);
-            let cut = utf8_boundary(&head);
-            let mut keep = head.split_off(cut);
-            keep.extend_from_slice(&rest);
-            if !keep.is_empty() {
-                carry.insert(stream, keep);
-            }
-            data = head;
-        }
-        rep.log(stream, Some(step), &data).await;
-    }
-    if last {
-        for (stream, data) in std::mem::take(carry) {
-            rep.log(stream, Some(step), &data).await;
-        }
-    }
-}
-
-/// The length of `data` without a trailing incomplete UTF-8 sequence.
-fn utf8_boundary(data: &[u8]) -> usize {
-    match std::str::from_utf8(data) {
-        Ok(_) => data.len(),
-        Err(e) if e.error_len().is_none() => e.valid_up_to(),
-        Err(_) => data.len(),
-    }
-}
-
-async fn read_file(index: usize, path: &str, ctx: &Ctx, rep: &Reporter) -> End {
-    let p = match ctx.roots.confine(path, true) {
-        Ok(p) => p,
-        Err(e) => return End::Refused(e.to_string()),
-    };
-    // Read on one blocking thread, piece by piece (a handful in flight): one hand-off per
-    // file rather than one per open and per read.
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(4);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read as _;
-        let mut file = match std::fs::File::open(&p) {
-            Ok(f) => f.take(READ_LIMIT + 1),
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-        };
-        loop {
-            let mut buf = vec![0u8; 64 * 1024];
-            match file.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    // Gone: the step stopped reading (truncated).
-                    if tx.blocking_send(Ok(buf)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    let mut total = 0u64;
-    let mut carry: Vec<u8> = Vec::new();
-    while let Some(piece) = rx.recv().await {
-        match piece {
-            Ok(piece) => {
-                let n = piece.len();
-                total += n as u64;
-                let take = if total > READ_LIMIT {
-                    n - (total - READ_LIMIT) as usize
-                } else {
-                    n
-                };
-                carry.extend_from_slice(&piece[..take]);
-                let cut = utf8_boundary(&carry);
-                let rest = carry.split_off(cut);
-                rep.log("stdout", Some(index), &carry).await;
-                carry = rest;
-                if total > READ_LIMIT {
-                    rep.log("stdout", Some(index), &carry).await;
-                    rep.system(Some(index), &format!("(truncated at {READ_LIMIT} bytes)"))
-                        .await;
-                    return End::Exited(0);
-                }
-            }
-            Err(e) => {
-                rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes())
-                    .await;
-                return End::Exited(1);
-            }
-        }
-    }
-    rep.log("stdout", Some(index), &carry).await;
-    End::Exited(0)
-}
-
-async fn write_file(
-    path: &str,
-    content: &str,
-    append: bool,
-    ctx: &Ctx,
-    rep: &Reporter,
-    index: usize,
-) -> End {
-    let p = match ctx.roots.confine(path, false) {
-        Ok(p) => p,
-        Err(e) => return End::Refused(e.to_string()),
-    };
-    let result = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true);
-        if append {
-            opts.append(true);
-        } else {
-            opts.truncate(true);
-        }
-        // Never write through a symlink planted after the path was checked.
-        opts.custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits());
-        let mut f = opts.open(&p)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_data()
-    })();
-    match result {
-        Ok(()) => {
-            rep.system(
-                Some(index),
-                &format!("wrote {} bytes to {}", content.len(), p.display()),
-            )
-            .await;
-            End::Exited(0)
-        }
-        Err(e) => {
-            rep.log("stderr", Some(index), format!("{path}: {e}\n").as_bytes())
-                .await;
-            End::Exited(1)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -920,13 +701,5 @@ mod tests {
         );
         let all: Vec<String> = vec!["GIT_CONFIG_COUNT".into(), "LD_PRELOAD".into()];
         assert!(without_unapproved_env(&step, &all).is_none());
-    }
-
-    #[test]
-    fn utf8_boundaries_keep_characters_whole() {
-        let s = "héllo".as_bytes();
-        assert_eq!(utf8_boundary(s), s.len());
-        assert_eq!(utf8_boundary(&s[..2]), 1);
-        assert_eq!(utf8_boundary(&[0xff, b'a']), 2);
     }
 }

@@ -274,6 +274,21 @@ impl Stack {
             .expect("key")
     }
 
+    /// `decision` signed now by identity `name`, as a person's CLI signs it.
+    fn sign_now(
+        &self,
+        name: &str,
+        decision: &impl skynet_protocol::approval::Signable,
+    ) -> skynet_protocol::approval::DecisionSignature {
+        skynet_protocol::approval::sign(
+            &self.key_of(name),
+            decision,
+            skynet_protocol::time::now_ms() / 1000,
+            None,
+        )
+        .expect("signing")
+    }
+
     /// The body of a `jobs.approve` (or, `approve` false, `jobs.deny`) for `job`'s plan
     /// `plan_hash`, signed by identity `name` (auth on) as `skynet approve` signs it, and
     /// claiming the free-text `by`.
@@ -285,8 +300,7 @@ impl Stack {
         approve: bool,
         by: &str,
     ) -> serde_json::Value {
-        use skynet_protocol::approval::{Decision, Verdict, sign};
-        let key = self.key_of(name);
+        use skynet_protocol::approval::{Decision, Verdict};
         let verdict = if approve {
             Verdict::Approve
         } else {
@@ -297,13 +311,7 @@ impl Stack {
             plan_hash,
             verdict,
         };
-        let signature = sign(
-            &key,
-            &decision,
-            skynet_protocol::time::now_ms() / 1000,
-            None,
-        )
-        .expect("signing");
+        let signature = self.sign_now(name, &decision);
         serde_json::json!({"job_id": job, "plan_hash": plan_hash, "by": by, "signature": signature})
     }
 
@@ -316,19 +324,11 @@ impl Stack {
         plan_hash: &str,
         by: &str,
     ) -> serde_json::Value {
-        use skynet_protocol::approval::{ScheduleDecision, sign};
-        let key = self.key_of(name);
-        let decision = ScheduleDecision {
+        let decision = skynet_protocol::approval::ScheduleDecision {
             name: schedule,
             plan_hash,
         };
-        let signature = sign(
-            &key,
-            &decision,
-            skynet_protocol::time::now_ms() / 1000,
-            None,
-        )
-        .expect("signing");
+        let signature = self.sign_now(name, &decision);
         serde_json::json!({"name": schedule, "plan_hash": plan_hash, "by": by, "signature": signature})
     }
 

@@ -534,6 +534,20 @@ impl FakeTelegram {
         .await
     }
 
+    /// Waits until a message sent to `chat` shows every one of `needles`, as sent or as
+    /// edited since (a job's status message is often sent at `received` and shows its plan
+    /// only after an edit); returns it as sent.
+    pub async fn wait_status(&self, chat: i64, needles: &[&str]) -> Sent {
+        self.wait_until(&format!("a message in {chat} showing {needles:?}"), |r| {
+            r.sent_to(chat).into_iter().find(|m| {
+                let now = r.shown(chat, m.message_id).map(|s| s.text);
+                let text = now.as_deref().unwrap_or(&m.text);
+                needles.iter().all(|n| text.contains(n))
+            })
+        })
+        .await
+    }
+
     /// Waits until message `message_id` in `chat` shows every one of `needles`.
     pub async fn wait_shown(&self, chat: i64, message_id: i32, needles: &[&str]) -> Shown {
         self.wait_until(

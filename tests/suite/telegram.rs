@@ -46,15 +46,21 @@ async fn job_of(stack: &Stack, message: &Sent) -> JobId {
         + 6;
     let end = start + message.html[start..].find("</code>").unwrap();
     let short = &message.html[start..end];
-    let view = stack
-        .api_raw(
-            subjects::api::JOBS_GET,
-            serde_json::json!({ "job_id": short })
-                .to_string()
-                .as_bytes(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("job {short} unknown: {e:?}"));
+    // The message can come before the ledger has the job (it lags the stream a little).
+    let body = serde_json::json!({ "job_id": short }).to_string();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let view = loop {
+        match stack
+            .api_raw(subjects::api::JOBS_GET, body.as_bytes())
+            .await
+        {
+            Ok(view) => break view,
+            Err((404, _)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("job {short} unknown: {e:?}"),
+        }
+    };
     JobId::parse(view["job_id"].as_str().unwrap()).unwrap()
 }
 
@@ -374,11 +380,11 @@ async fn a_denial_by_button_ends_the_job_and_a_decision_needs_the_plan_shown() {
 
     fake.user_says(ALICE, "/run `touch first.txt`");
     let first = fake
-        .wait_sent(chat(ALICE), &["Job ", "touch first.txt"])
+        .wait_status(chat(ALICE), &["Job ", "touch first.txt"])
         .await;
     fake.user_says(ALICE, "/run `touch second.txt`");
     let second = fake
-        .wait_sent(chat(ALICE), &["Job ", "touch second.txt"])
+        .wait_status(chat(ALICE), &["Job ", "touch second.txt"])
         .await;
     let (job1, job2) = (job_of(&stack, &first).await, job_of(&stack, &second).await);
     stack.wait_state(&job1, JobState::AwaitingApproval).await;
@@ -652,9 +658,17 @@ async fn a_restarted_ingress_sends_each_final_message_exactly_once() {
     .await;
 
     // Down while the job ends: the next ingress sends what was missed.
+    // Its status message is the first message after the command (sent at `received`, it may
+    // show the command only after an edit; the final message shows it at once).
+    let before = fake.records(|r| r.sent_to(chat(ALICE)).len());
     fake.user_says(ALICE, "/run `sleep 2; echo second-finished`");
     let second = fake
-        .wait_sent(chat(ALICE), &["Job ", "second-finished"])
+        .wait_until("the second job's status message", |r| {
+            r.sent_to(chat(ALICE))
+                .into_iter()
+                .skip(before)
+                .find(|m| m.text.contains("Job "))
+        })
         .await;
     let job2 = job_of(&stack, &second).await;
     stack.wait_state(&job2, JobState::Running).await;

@@ -232,16 +232,21 @@ impl Bench {
         };
         let cpu_before = self.cpu();
         let t = Instant::now();
-        let mut acks = Vec::with_capacity(n);
+        // Acks are awaited in a window: the client gives out a bounded number of pending
+        // acks (5,000), and a publish waits for one of them to be awaited.
+        let mut acks = std::collections::VecDeque::with_capacity(4096);
         for _ in 0..n {
             let mut body = body.clone();
             body["id"] = json!(JobId::generate());
-            acks.push(
+            acks.push_back(
                 self.js
                     .publish(subjects::SUBMIT, body.to_string().into())
                     .await
                     .unwrap(),
             );
+            if acks.len() >= 4096 {
+                acks.pop_front().unwrap().await.expect("submission stored");
+            }
         }
         for a in acks {
             a.await.expect("submission stored");

@@ -76,6 +76,18 @@ pub struct Approval {
     pub reasons: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<Seal>,
+    /// The seal's `not_after` (Unix seconds), read once when the approval is applied, so
+    /// routing need not parse the grant on every pass (absent in older snapshots).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<i64>,
+}
+
+impl Approval {
+    /// Unix seconds after which the seal is no longer valid; `None` without a readable seal.
+    pub fn not_after(&self) -> Option<i64> {
+        self.not_after
+            .or_else(|| self.seal.as_ref()?.peek().map(|g| g.not_after))
+    }
 }
 
 /// A cancel someone asked for while a worker had the job.
@@ -374,6 +386,7 @@ impl Job {
                     by: by.clone(),
                     reasons: reasons.clone(),
                     seal: seal.clone(),
+                    not_after: seal.as_ref().and_then(|s| s.peek()).map(|g| g.not_after),
                 });
                 self.waiting_since = seq;
             }

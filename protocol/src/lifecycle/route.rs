@@ -7,8 +7,10 @@
 //! free slot, unless another job holding its `lock` is on a worker; a job that cannot go
 //! waits with the reason, and does not hold up jobs behind it that can go elsewhere.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
 
+use crate::event::JobState;
 use crate::ids::{JobId, WorkerId};
 use crate::lifecycle::Job;
 
@@ -40,7 +42,45 @@ pub enum Placement {
     Fail { error: String },
 }
 
-/// Decides for every waiting job among `jobs`. `now_s` is Unix seconds.
+/// The order in which waiting jobs are taken: higher priority first, then first come,
+/// first served.
+fn first(a: &Job, b: &Job) -> Ordering {
+    b.wants
+        .priority
+        .cmp(&a.wants.priority)
+        .then(a.waiting_since.cmp(&b.waiting_since))
+        .then(a.id.cmp(&b.id))
+}
+
+/// A waiting job in the heap of turns: the greatest is the one to take next.
+struct Turn<'a>(&'a Job);
+
+impl Ord for Turn<'_> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        first(other.0, self.0)
+    }
+}
+
+impl PartialOrd for Turn<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Turn<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Turn<'_> {}
+
+/// Decides for the waiting jobs among `jobs`, in the order they are taken. A job already
+/// `queued` that still cannot go is left out: it waits as it is. Jobs are taken in turn
+/// only while some online worker has a free slot; once none has, the rest are only checked
+/// for an approval that can no longer be used, and the new ones told why they wait, so a
+/// pass over thousands of waiting jobs sorts and explains only what it has to. `now_s` is
+/// Unix seconds.
 pub fn route<'a>(
     jobs: impl IntoIterator<Item = &'a Job>,
     workers: &[Slot],
@@ -58,74 +98,107 @@ pub fn route<'a>(
                 held.insert(lock.as_str(), &job.id);
             }
         } else if job.waiting() {
-            waiting.push(job);
+            waiting.push(Turn(job));
         }
     }
-    waiting.sort_by(|a, b| {
-        b.wants
-            .priority
-            .cmp(&a.wants.priority)
-            .then(a.waiting_since.cmp(&b.waiting_since))
-            .then(a.id.cmp(&b.id))
-    });
-    let mut out = Vec::with_capacity(waiting.len());
-    for job in waiting {
-        let placement = place(job, workers, &mut load, &mut held, now_s);
-        out.push((job.id.clone(), placement));
+    let with_room = |load: &HashMap<&WorkerId, u32>| {
+        workers
+            .iter()
+            .any(|w| w.online && load.get(&w.id).copied().unwrap_or(0) < w.max_jobs)
+    };
+    let mut turns = BinaryHeap::from(waiting);
+    let mut out = Vec::new();
+    while with_room(&load) {
+        let Some(Turn(job)) = turns.pop() else {
+            break;
+        };
+        match place(job, workers, &mut load, &mut held, now_s) {
+            Some(placement) => out.push((job.id.clone(), placement)),
+            None if job.state == Some(JobState::Queued) => {}
+            None => out.push((
+                job.id.clone(),
+                Placement::Wait {
+                    reason: why_waiting(job, workers, &held),
+                },
+            )),
+        }
     }
+    // No slot is left anywhere: the rest wait, and only what changes for them is said.
+    let mut rest: Vec<(&Job, Placement)> = turns
+        .into_vec()
+        .into_iter()
+        .filter_map(|Turn(job)| {
+            if let Some(fail) = unusable(job, now_s) {
+                return Some((job, fail));
+            }
+            (job.state == Some(JobState::Approved)).then(|| {
+                let reason = why_waiting(job, workers, &held);
+                (job, Placement::Wait { reason })
+            })
+        })
+        .collect();
+    rest.sort_by(|(a, _), (b, _)| first(a, b));
+    out.extend(rest.into_iter().map(|(job, p)| (job.id.clone(), p)));
     out
 }
 
+/// Why a job's approval cannot take it to a worker at all, if it cannot.
+fn unusable(job: &Job, now_s: i64) -> Option<Placement> {
+    let Some(approval) = job.approval.as_ref().filter(|a| a.seal.is_some()) else {
+        return Some(Placement::Fail {
+            error: "refused: the job's approval was not made by policy (it carries no seal)".into(),
+        });
+    };
+    if approval.not_after().is_some_and(|t| t < now_s) {
+        return Some(Placement::Fail {
+            error: "the approval expired before a worker could take the job".into(),
+        });
+    }
+    None
+}
+
+/// Where `job` goes now, or `None` when it has to wait.
 fn place<'a>(
     job: &'a Job,
     workers: &'a [Slot],
     load: &mut HashMap<&'a WorkerId, u32>,
     held: &mut HashMap<&'a str, &'a JobId>,
     now_s: i64,
-) -> Placement {
-    let Some(seal) = job.approval.as_ref().and_then(|a| a.seal.as_ref()) else {
-        return Placement::Fail {
-            error: "refused: the job's approval was not made by policy (it carries no seal)".into(),
-        };
-    };
-    if let Some(grant) = seal.peek()
-        && grant.not_after < now_s
-    {
-        return Placement::Fail {
-            error: "the approval expired before a worker could take the job".into(),
-        };
+) -> Option<Placement> {
+    if let Some(fail) = unusable(job, now_s) {
+        return Some(fail);
     }
-    if let Some(lock) = job.wants.lock.as_deref()
-        && let Some(holder) = held.get(lock)
+    if job
+        .wants
+        .lock
+        .as_deref()
+        .is_some_and(|l| held.contains_key(l))
     {
-        return Placement::Wait {
-            reason: format!("waiting for lock {lock} (held by job {holder})"),
-        };
+        return None;
     }
-    let best = workers
+    let (_, w) = workers
         .iter()
         .filter(|w| w.online && w.serves(job))
         .map(|w| (load.get(&w.id).copied().unwrap_or(0), w))
         .filter(|(n, w)| *n < w.max_jobs)
-        .min_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| a.id.cmp(&b.id)));
-    match best {
-        Some((_, w)) => {
-            *load.entry(&w.id).or_default() += 1;
-            if let Some(lock) = job.wants.lock.as_deref() {
-                held.insert(lock, &job.id);
-            }
-            Placement::Dispatch {
-                worker: w.id.clone(),
-                attempt: job.attempt.max(1),
-            }
-        }
-        None => Placement::Wait {
-            reason: why_waiting(job, workers),
-        },
+        .min_by(|(la, a), (lb, b)| la.cmp(lb).then_with(|| a.id.cmp(&b.id)))?;
+    *load.entry(&w.id).or_default() += 1;
+    if let Some(lock) = job.wants.lock.as_deref() {
+        held.insert(lock, &job.id);
     }
+    Some(Placement::Dispatch {
+        worker: w.id.clone(),
+        attempt: job.attempt.max(1),
+    })
 }
 
-fn why_waiting(job: &Job, workers: &[Slot]) -> String {
+/// Why `job` cannot go now (after [`place`] said so, on the same picture).
+fn why_waiting(job: &Job, workers: &[Slot], held: &HashMap<&str, &JobId>) -> String {
+    if let Some(lock) = job.wants.lock.as_deref()
+        && let Some(holder) = held.get(lock)
+    {
+        return format!("waiting for lock {lock} (held by job {holder})");
+    }
     let matching: Vec<&Slot> = workers.iter().filter(|w| w.serves(job)).collect();
     if matching.is_empty() {
         match (&job.wants.worker, job.wants.labels.is_empty()) {
@@ -207,6 +280,18 @@ mod tests {
             EventKind::Dispatched {
                 worker: w(worker),
                 attempt: 1,
+            },
+        );
+        job.apply(0, &e);
+        job
+    }
+
+    fn queued(mut job: Job) -> Job {
+        let e = Event::now(
+            job.id.clone(),
+            EventKind::Queued {
+                attempt: 1,
+                reason: Some("every matching worker is busy".into()),
             },
         );
         job.apply(0, &e);
@@ -340,13 +425,125 @@ mod tests {
         assert!(
             matches!(&got[0].1, Placement::Fail { error } if error.contains("not made by policy"))
         );
-        let mut old = approved("old", r#"{"goal":"g"}"#, 1);
-        if let Some(s) = old.approval.as_mut().and_then(|a| a.seal.as_mut()) {
-            s.grant = s
-                .grant
-                .replace(&format!("\"not_after\":{}", i64::MAX), "\"not_after\":5");
+        // Approved with a seal that expires at 5 (the fold reads the expiry from it).
+        let fresh = approved("old", r#"{"goal":"g"}"#, 1);
+        let mut seal = fresh.approval.and_then(|a| a.seal).unwrap();
+        seal.grant = seal
+            .grant
+            .replace(&format!("\"not_after\":{}", i64::MAX), "\"not_after\":5");
+        let mut old = Job::new(fresh.id.clone());
+        for (i, e) in [
+            Event::now(
+                fresh.id.clone(),
+                EventKind::Received {
+                    request: JobRequest::from_slice(br#"{"goal":"g"}"#).unwrap(),
+                },
+            ),
+            Event::now(fresh.id.clone(), crate::lifecycle::job::tests::planned()),
+            Event::now(
+                fresh.id.clone(),
+                EventKind::Approved {
+                    by: "policy".into(),
+                    reasons: vec![],
+                    seal: Some(seal),
+                },
+            ),
+        ]
+        .iter()
+        .enumerate()
+        {
+            old.apply(i as u64 + 1, e);
         }
+        assert_eq!(old.approval.as_ref().and_then(|a| a.not_after), Some(5));
         let got = route([&old], &[slot("a", &[], 1)], 10);
         assert!(matches!(&got[0].1, Placement::Fail { error } if error.contains("expired")));
+    }
+
+    #[test]
+    fn a_queued_job_that_still_cannot_go_is_left_out_but_one_that_can_goes() {
+        let jobs = [
+            on(approved("running", r#"{"goal":"g"}"#, 1), "a"),
+            queued(approved("first", r#"{"goal":"g"}"#, 2)),
+            queued(approved("second", r#"{"goal":"g","lock":"l"}"#, 3)),
+            approved("new", r#"{"goal":"g"}"#, 4),
+        ];
+        // Full: the queued jobs are left as they are, the new one is told why it waits.
+        let got = route(&jobs, &[slot("a", &[], 1)], 0);
+        assert_eq!(
+            got,
+            [(
+                JobId::parse("new").unwrap(),
+                Placement::Wait {
+                    reason: "every matching worker is busy".into()
+                }
+            )]
+        );
+        // A slot frees: the oldest queued job goes first.
+        let got = route(&jobs[1..], &[slot("a", &[], 1)], 0);
+        assert_eq!(dispatched_to(&got), [("first".into(), "a".into())]);
+        assert_eq!(got.len(), 2, "{got:?}");
+        // A queued job whose approval expired fails even while every slot is taken.
+        let mut old = queued(approved("old", r#"{"goal":"g"}"#, 1));
+        if let Some(a) = old.approval.as_mut() {
+            a.not_after = Some(5);
+        }
+        let got = route([&jobs[0], &old], &[slot("a", &[], 1)], 10);
+        assert!(matches!(&got[..], [(_, Placement::Fail { error })] if error.contains("expired")));
+    }
+
+    #[test]
+    fn the_expiry_is_read_from_the_seal_when_the_approval_does_not_carry_it() {
+        let mut job = approved("j", r#"{"goal":"g"}"#, 1);
+        let approval = job.approval.as_mut().unwrap();
+        assert_eq!(approval.not_after, Some(i64::MAX));
+        approval.not_after = None;
+        assert_eq!(approval.not_after(), Some(i64::MAX));
+        approval.seal = None;
+        assert_eq!(approval.not_after(), None);
+    }
+
+    /// Taking turns from a heap, and stopping once no slot is left, decides exactly what
+    /// sorting every waiting job and placing each in order decides.
+    #[test]
+    fn turns_from_the_heap_decide_what_a_full_sort_decides() {
+        let priorities = ["low", "normal", "high"];
+        let mut jobs = Vec::new();
+        for i in 0..120u64 {
+            let priority = priorities[(i * 7 % 3) as usize];
+            let labels = if i % 5 == 0 {
+                r#","labels":["gpu"]"#
+            } else {
+                ""
+            };
+            let lock = if i % 11 == 0 { r#","lock":"repo""# } else { "" };
+            let request = format!(r#"{{"goal":"g","priority":"{priority}"{labels}{lock}}}"#);
+            let job = approved(&format!("j{i:03}"), &request, 1000 - i * 3 % 997);
+            jobs.push(if i % 4 == 0 { queued(job) } else { job });
+        }
+        jobs.push(on(approved("busy", r#"{"goal":"g"}"#, 1), "cpu"));
+        for (gpu, cpu) in [(0, 0), (1, 3), (2, 40), (8, 200)] {
+            let workers = [slot("gpu", &["gpu"], gpu), slot("cpu", &[], cpu)];
+            let got = route(&jobs, &workers, 0);
+            // The reference: every waiting job sorted, each placed in turn.
+            let mut waiting: Vec<&Job> = jobs.iter().filter(|j| j.waiting()).collect();
+            waiting.sort_by(|a, b| first(a, b));
+            let busy = w("cpu");
+            let mut load: HashMap<&WorkerId, u32> = HashMap::from([(&busy, 1)]);
+            let mut held = HashMap::new();
+            let mut want = Vec::new();
+            for job in waiting {
+                match place(job, &workers, &mut load, &mut held, 0) {
+                    Some(p) => want.push((job.id.clone(), p)),
+                    None if job.state == Some(JobState::Queued) => {}
+                    None => want.push((
+                        job.id.clone(),
+                        Placement::Wait {
+                            reason: why_waiting(job, &workers, &held),
+                        },
+                    )),
+                }
+            }
+            assert_eq!(got, want, "gpu {gpu}, cpu {cpu}");
+        }
     }
 }

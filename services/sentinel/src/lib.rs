@@ -24,7 +24,7 @@
 //! create / expected-revision, so two sentinels raise and clear every alert exactly once,
 //! and a restarted sentinel does not raise again what is already raised.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
@@ -95,6 +95,13 @@ struct Sentinel {
     /// While many workers fell silent at once: no deaths declared before this.
     hold_until: Option<Instant>,
     unsent: Vec<Alert>,
+}
+
+/// Whether one of `workers` could take `job`.
+fn can_take(workers: &[&WorkerInfo], job: &Job) -> bool {
+    workers
+        .iter()
+        .any(|w| w.matches(job.wants.worker.as_ref(), &job.wants.labels))
 }
 
 enum CondUpdate {
@@ -423,13 +430,58 @@ impl Sentinel {
         }
     }
 
+    /// The workers online now: heard from lately, and not declared offline.
+    fn online(&self) -> Vec<&WorkerInfo> {
+        self.workers
+            .values()
+            .filter(|w| {
+                !self.is_offline(&w.info.id) && w.heard.elapsed() <= self.threshold(&w.info)
+            })
+            .map(|w| &w.info)
+            .collect()
+    }
+
     /// Whether some online worker could take `job`.
     fn routable(&self, job: &Job) -> bool {
-        self.workers.values().any(|w| {
-            !self.is_offline(&w.info.id)
-                && w.heard.elapsed() <= self.threshold(&w.info)
-                && w.info.matches(job.wants.worker.as_ref(), &job.wants.labels)
-        })
+        can_take(&self.online(), job)
+    }
+
+    /// The open jobs the checks may act on: seen for the first time, past a limit, or with
+    /// a condition raised (by any copy) that may end. The rest (most of a long queue) are
+    /// passed over without a copy or a key built for them.
+    fn to_check(&self, now: Instant, now_ms: i64) -> Vec<JobId> {
+        let flagged: HashSet<&JobId> = self
+            .conditions
+            .values()
+            .filter_map(|c| c.value.alert.job_id.as_ref())
+            .collect();
+        let grace = self.timing.overdue_grace.as_millis() as i64;
+        let online = self.online();
+        self.open
+            .jobs
+            .values()
+            .filter(|job| {
+                let watch = self.watch.get(&job.id);
+                let Some(activity) = watch.and_then(|w| w.activity) else {
+                    return true;
+                };
+                let overdue = job.on_worker()
+                    && watch.and_then(|w| w.overdue) != Some(job.attempt)
+                    && job.deadline_ms().is_some_and(|d| now_ms > d + grace);
+                let quiet = job.state == Some(JobState::Running)
+                    && now.duration_since(activity) >= self.timing.stall_after;
+                let unroutable = job.waiting() && {
+                    let since = watch.and_then(|w| w.unroutable_since);
+                    if can_take(&online, job) {
+                        since.is_some()
+                    } else {
+                        since.is_none_or(|s| now.duration_since(s) >= self.timing.unroutable_after)
+                    }
+                };
+                overdue || quiet || unroutable || flagged.contains(&job.id)
+            })
+            .map(|job| job.id.clone())
+            .collect()
     }
 
     async fn check_jobs(&mut self) {
@@ -467,8 +519,7 @@ impl Sentinel {
             let alert = self.alert(end, None, job_id.as_ref(), detail);
             self.clear(&k, alert).await;
         }
-        let ids: Vec<JobId> = self.open.jobs.keys().cloned().collect();
-        for id in ids {
+        for id in self.to_check(now, now_ms) {
             let Some(job) = self.open.get(&id).cloned() else {
                 continue;
             };

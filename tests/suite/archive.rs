@@ -2,6 +2,7 @@
 //! steps' `artifacts`): output outlives the live log stream, archiving survives the
 //! archiver's absence, and artifacts round-trip with a size cap.
 
+use futures::StreamExt;
 use skynet_protocol::{EventKind, JobState, streams, subjects};
 use skynet_tests::{Options, Stack};
 use tokio::io::AsyncReadExt;
@@ -66,6 +67,45 @@ async fn a_job_that_ends_while_the_archiver_is_down_is_archived_when_it_returns(
         .map(|m| String::from_utf8_lossy(&m.data).into_owned())
         .collect();
     assert!(text.contains("archived later"), "{text}");
+    // Its history began before this archiver: it is read back, whole.
+    assert_eq!(archive.events, stack.events(&job).await);
+}
+
+#[tokio::test]
+async fn a_job_the_archiver_saw_from_its_start_is_archived_without_reading_it_back() {
+    // Reading a job's events back by subject makes the server scan everything stored since
+    // the job began; the archiver has been handed each of those events already.
+    let mut stack = Stack::start_with(Options::permissive()).await;
+    let _w = stack.add_worker(stack.worker_config("w1")).await;
+    let mut reads = stack
+        .client
+        .subscribe(format!("$JS.API.DIRECT.GET.{}", streams::EVENTS))
+        .await
+        .unwrap();
+    stack.client.flush().await.unwrap();
+    let job = stack.submit_shell("echo seen whole").await;
+    stack.wait_state(&job, JobState::Succeeded).await;
+    let archive = stack.wait_archived(&job).await;
+    // A mark after every read the archiver made (it made them before the archive was there);
+    // without a reply subject the server answers nothing.
+    let mark = format!("$JS.API.DIRECT.GET.{}", streams::EVENTS);
+    stack.client.publish(mark, "mark".into()).await.unwrap();
+    let subject = subjects::events(&job);
+    let mut read_back = 0;
+    loop {
+        let m = tokio::time::timeout(skynet_tests::WAIT, reads.next())
+            .await
+            .expect("the mark comes round")
+            .unwrap();
+        let body = String::from_utf8_lossy(&m.payload);
+        if body == "mark" {
+            break;
+        }
+        read_back += usize::from(body.contains(&format!("\"next_by_subj\":\"{subject}\"")));
+    }
+    assert_eq!(read_back, 0, "the archiver read the job's events back");
+    assert_eq!(archive.events, stack.events(&job).await);
+    assert!(archive.events.len() >= 5);
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@
 //! archived when it returns. `jobs.logs` and `skynet logs` read the archive once the live
 //! log has expired.
 
+mod seen;
+
 use std::time::Duration;
 
 use async_nats::Client;
@@ -46,6 +48,7 @@ pub async fn run(
         .messages()
         .await?;
     tracing::info!("archiver ready");
+    let mut seen = seen::Seen::new(seen::MAX_JOBS);
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -66,13 +69,19 @@ pub async fn run(
                 continue;
             }
         };
+        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
+        seen.note(seq, &event);
         if !event.state().is_terminal() {
             let _ = msg.ack().await;
             continue;
         }
-        let seq = msg.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let ack = match archive_job(&js, &log, &archive, &artifacts, &event.job_id, seq).await {
-            Ok(()) => AckKind::Ack,
+        let history = seen.history(&event.job_id, seq);
+        let job = &event.job_id;
+        let ack = match archive_job(&js, &log, &archive, &artifacts, job, seq, history).await {
+            Ok(()) => {
+                seen.forget(job);
+                AckKind::Ack
+            }
             Err(e) => {
                 tracing::warn!(job_id = %event.job_id, error = %e, "archiving failed; will retry");
                 AckKind::Nak(Some(Duration::from_secs(2)))
@@ -91,16 +100,21 @@ async fn archive_job(
     artifacts: &jetstream::object_store::ObjectStore,
     job: &JobId,
     terminal_seq: u64,
+    seen: Option<Vec<Event>>,
 ) -> anyhow::Result<()> {
     if archive.archived_seq(job).await == Some(terminal_seq) {
         return Ok(());
     }
-    let events: Vec<Event> = log
-        .history(job)
-        .await?
-        .into_iter()
-        .map(|s| s.event)
-        .collect();
+    let events: Vec<Event> = match seen {
+        Some(events) => events,
+        None => log
+            .history(job)
+            .await?
+            .into_iter()
+            .filter(|s| s.seq <= terminal_seq)
+            .map(|s| s.event)
+            .collect(),
+    };
     // Only steps that declare artifacts keep any: the store is listed for those jobs alone
     // (listing it reads every object's metadata).
     let keeps_artifacts = events.iter().any(|e| {

@@ -111,14 +111,47 @@ pub struct Applied {
 /// rebuilt from the stream.
 pub const SCHEMA_VERSION: &str = "2";
 
+/// The folds of jobs still open, kept between batches so that an event need not read and
+/// parse its job's row first. Only the writer has one; it is emptied when a batch fails (its
+/// transaction rolled back) and when it grows past [`MAX_FOLDS`].
+#[derive(Debug, Default)]
+pub struct Folds {
+    jobs: HashMap<JobId, Job>,
+}
+
+/// At most this many open jobs are kept in [`Folds`] (a few KiB each).
+pub const MAX_FOLDS: usize = 4096;
+
 /// Applies a batch of events in one transaction. Events at or below the recorded position
 /// are skipped (so replays are harmless); illegal transitions are logged and not applied.
 /// Each job's row is a projection of [`Job`], the fold every service uses.
-pub fn apply_batch(conn: &mut Connection, batch: &[Stored]) -> rusqlite::Result<Applied> {
+pub fn apply_batch(
+    conn: &mut Connection,
+    batch: &[Stored],
+    folds: &mut Folds,
+) -> rusqlite::Result<Applied> {
+    let done = apply_in_one(conn, batch, folds);
+    match &done {
+        Ok(_) => {
+            folds.jobs.retain(|_, j| !j.is_terminal());
+            if folds.jobs.len() > MAX_FOLDS {
+                folds.jobs.clear();
+            }
+        }
+        Err(_) => folds.jobs.clear(),
+    }
+    done
+}
+
+fn apply_in_one(
+    conn: &mut Connection,
+    batch: &[Stored],
+    folds: &mut Folds,
+) -> rusqlite::Result<Applied> {
     let tx = conn.transaction()?;
     let mut done = Applied::default();
     let mut last = last_seq(&tx)?;
-    let mut jobs: HashMap<JobId, Job> = HashMap::new();
+    let jobs = &mut folds.jobs;
     for stored in batch {
         if stored.seq <= last {
             done.skipped += 1;
@@ -435,7 +468,7 @@ mod tests {
             ),
             received(4, "job-bbbbbb2"),
         ];
-        let done = apply_batch(&mut conn, &batch).unwrap();
+        let done = apply_batch(&mut conn, &batch, &mut Folds::default()).unwrap();
         assert_eq!(
             done,
             Applied {
@@ -445,7 +478,7 @@ mod tests {
             }
         );
         // Replaying the same batch changes nothing.
-        let again = apply_batch(&mut conn, &batch).unwrap();
+        let again = apply_batch(&mut conn, &batch, &mut Folds::default()).unwrap();
         assert_eq!(again.skipped, 4);
         assert_eq!(last_seq(&conn).unwrap(), 4);
 
@@ -461,7 +494,12 @@ mod tests {
         );
         assert_eq!(get(&conn, "job-").unwrap_err().code, 404);
         assert_eq!(get(&conn, "job-aa").unwrap().job_id.as_str(), "job-aaaaaa1");
-        apply_batch(&mut conn, &[received(5, "job-aaaaaa9")]).unwrap();
+        apply_batch(
+            &mut conn,
+            &[received(5, "job-aaaaaa9")],
+            &mut Folds::default(),
+        )
+        .unwrap();
         assert_eq!(get(&conn, "job-aa").unwrap_err().code, 409);
         assert_eq!(get(&conn, "a.b").unwrap_err().code, 400);
 
@@ -542,11 +580,93 @@ mod tests {
                 }),
             ),
         ];
-        apply_batch(&mut conn, &batch).unwrap();
+        apply_batch(&mut conn, &batch, &mut Folds::default()).unwrap();
         let job = get(&conn, "j").unwrap();
         assert_eq!(job.state, JobState::Failed);
         assert_eq!(job.result.unwrap().exit_code, Some(3));
         assert_eq!(job.worker.unwrap().as_str(), "w");
+    }
+
+    fn lifetime(job: &str, from: u64) -> Vec<Stored> {
+        let w = WorkerId::parse("w").unwrap();
+        let kinds = [
+            EventKind::Planned {
+                steps: vec![],
+                summary: "s".into(),
+                planner: "rules".into(),
+                plan_hash: "h".into(),
+                model: None,
+                usage: None,
+                lock: None,
+            },
+            EventKind::Approved {
+                by: "policy".into(),
+                reasons: vec![],
+                seal: None,
+            },
+            EventKind::Dispatched {
+                worker: w.clone(),
+                attempt: 1,
+            },
+            EventKind::Running {
+                worker: w,
+                attempt: 1,
+                sandbox: None,
+            },
+            EventKind::Succeeded(Finished::default()),
+        ];
+        let mut out = vec![received(from, job)];
+        for (i, k) in kinds.into_iter().enumerate() {
+            out.push(ev(from + 1 + i as u64, job, k));
+        }
+        out
+    }
+
+    fn rows(conn: &Connection) -> Vec<(String, String, Option<String>, Option<String>)> {
+        conn.prepare("SELECT job_id, state, view, result FROM jobs ORDER BY job_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn folds_kept_between_batches_store_what_reading_each_job_back_stores() {
+        // Two jobs' lives interleaved, applied two events at a time.
+        let (a, b) = (lifetime("job-aaaaaa1", 1), lifetime("job-bbbbbb2", 100));
+        let mut events: Vec<Stored> = a.into_iter().zip(b).flat_map(|(x, y)| [x, y]).collect();
+        events.sort_by_key(|s| s.seq);
+        let dir = tempfile_dir();
+        let mut kept = open_writer(&dir.join("kept.db")).unwrap();
+        let mut fresh = open_writer(&dir.join("fresh.db")).unwrap();
+        let mut folds = Folds::default();
+        for batch in events.chunks(2) {
+            apply_batch(&mut kept, batch, &mut folds).unwrap();
+            apply_batch(&mut fresh, batch, &mut Folds::default()).unwrap();
+        }
+        assert_eq!(rows(&kept), rows(&fresh));
+        assert!(rows(&kept).iter().all(|r| r.1 == "succeeded"));
+        // Ended jobs are not kept.
+        assert!(folds.jobs.is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_fails_leaves_no_fold_behind() {
+        let dir = tempfile_dir();
+        let mut conn = open_writer(&dir.join("l.db")).unwrap();
+        let events = lifetime("job-aaaaaa1", 1);
+        let mut folds = Folds::default();
+        apply_batch(&mut conn, &events[..2], &mut folds).unwrap();
+        assert_eq!(folds.jobs.len(), 1);
+        conn.execute("ALTER TABLE events RENAME TO gone", [])
+            .unwrap();
+        assert!(apply_batch(&mut conn, &events[2..4], &mut folds).is_err());
+        assert!(folds.jobs.is_empty(), "a fold ahead of the database");
+        conn.execute("ALTER TABLE gone RENAME TO events", [])
+            .unwrap();
+        apply_batch(&mut conn, &events[2..], &mut folds).unwrap();
+        assert_eq!(rows(&conn)[0].1, "succeeded");
     }
 
     fn tempfile_dir() -> std::path::PathBuf {

@@ -80,8 +80,10 @@ pub async fn run(
         .name("ledger-writer".into())
         .spawn(move || -> anyhow::Result<()> {
             let mut conn = writer;
+            let mut folds = db::Folds::default();
             while let Some(batch) = rx.blocking_recv() {
-                let done = db::apply_batch(&mut conn, &batch).context("applying events")?;
+                let done =
+                    db::apply_batch(&mut conn, &batch, &mut folds).context("applying events")?;
                 tracing::debug!(?done, "batch committed");
             }
             Ok(())

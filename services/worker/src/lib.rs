@@ -43,7 +43,7 @@ use skynet_protocol::spec::Me;
 use skynet_protocol::worker::{
     ControlReply, ControlRequest, ControlStatus, StopReason, WorkerInfo, WorkerReport,
 };
-use skynet_protocol::{ExecutionSpec, JobId, JobState, WorkerId, streams, subjects};
+use skynet_protocol::{ExecutionSpec, JobId, JobState, Step, WorkerId, streams, subjects};
 use skynet_runtime::ConfigError;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -465,7 +465,19 @@ impl Worker {
             Seen::New => {}
         }
         tracing::info!(job_id = %job, attempt, steps = spec.steps.len(), "running");
-        let tmp = match make_tmp(job, attempt) {
+        // The attempt's temp dir (its steps' TMPDIR, writable under the sandbox) is made only
+        // when a step starts a process; file steps are done by the worker itself.
+        let processes = spec
+            .steps
+            .iter()
+            .any(|s| !matches!(s, Step::FileRead { .. } | Step::FileWrite { .. }));
+        let made = if processes {
+            make_tmp(job, attempt)
+        } else {
+            // Never made: were a process to start anyway, it would find no writable TMPDIR.
+            Ok(std::env::temp_dir().join(format!("skynet-{job}-{attempt}-unmade")))
+        };
+        let tmp = match made {
             Ok(t) => t,
             Err(e) => {
                 let error = format!("cannot make the attempt's temp dir: {e}");
@@ -497,9 +509,11 @@ impl Worker {
         )
         .await;
         // Removed beside the report, not before it.
-        drop(tokio::task::spawn_blocking(move || {
-            std::fs::remove_dir_all(tmp)
-        }));
+        if processes {
+            drop(tokio::task::spawn_blocking(move || {
+                std::fs::remove_dir_all(tmp)
+            }));
+        }
         if let Some(why) = stop.abandoned() {
             tracing::warn!(job_id = %job, attempt, %why, "attempt abandoned");
             rep.last(

@@ -105,10 +105,14 @@ fn write_loop(db: Db, mut rx: mpsc::Receiver<Item>, committed: mpsc::UnboundedSe
                 match item {
                     Item::Out(o) => {
                         let headers = serde_json::to_string(&o.headers).unwrap_or_default();
-                        tx.execute(
+                        tx.prepare_cached(
                             "INSERT INTO outbox(subject, headers, payload) VALUES (?1, ?2, ?3)",
-                            params![o.subject, headers, o.payload.as_ref()],
-                        )?;
+                        )?
+                        .execute(params![
+                            o.subject,
+                            headers,
+                            o.payload.as_ref()
+                        ])?;
                         rows.push(Row {
                             id: tx.last_insert_rowid(),
                             subject: o.subject,
@@ -120,7 +124,8 @@ fn write_loop(db: Db, mut rx: mpsc::Receiver<Item>, committed: mpsc::UnboundedSe
                         }
                     }
                     Item::Sent(upto) => {
-                        tx.execute("DELETE FROM outbox WHERE id <= ?1", [upto])?;
+                        tx.prepare_cached("DELETE FROM outbox WHERE id <= ?1")?
+                            .execute([upto])?;
                     }
                 }
             }

@@ -112,15 +112,14 @@ impl Records {
     pub fn begin(&self, job: &JobId, attempt: u32) -> rusqlite::Result<Seen> {
         let c = lock(&self.db);
         let prevented: Option<i64> = c
-            .query_row(
-                "SELECT at FROM prevented WHERE job_id = ?1",
-                [job.as_str()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT at FROM prevented WHERE job_id = ?1")?
+            .query_row([job.as_str()], |r| r.get(0))
             .optional()?;
-        let inserted = c.execute(
-            "INSERT OR IGNORE INTO attempts(job_id, attempt, state, at) VALUES (?1, ?2, ?3, ?4)",
-            params![
+        let inserted = c
+            .prepare_cached(
+                "INSERT OR IGNORE INTO attempts(job_id, attempt, state, at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
                 job.as_str(),
                 attempt,
                 if prevented.is_some() {
@@ -146,10 +145,9 @@ impl Records {
 
     /// Remembers the process group of the attempt's running step (`None` between steps).
     pub fn set_pgid(&self, job: &JobId, attempt: u32, pgid: Option<i32>) -> rusqlite::Result<()> {
-        lock(&self.db).execute(
-            "UPDATE attempts SET pgid = ?3 WHERE job_id = ?1 AND attempt = ?2",
-            params![job.as_str(), attempt, pgid],
-        )?;
+        lock(&self.db)
+            .prepare_cached("UPDATE attempts SET pgid = ?3 WHERE job_id = ?1 AND attempt = ?2")?
+            .execute(params![job.as_str(), attempt, pgid])?;
         Ok(())
     }
 
@@ -205,10 +203,10 @@ pub(crate) fn finish(
     attempt: u32,
     state: &str,
 ) -> rusqlite::Result<()> {
-    c.execute(
+    c.prepare_cached(
         "UPDATE attempts SET state = ?3, pgid = NULL WHERE job_id = ?1 AND attempt = ?2",
-        params![job.as_str(), attempt, state],
-    )?;
+    )?
+    .execute(params![job.as_str(), attempt, state])?;
     Ok(())
 }
 

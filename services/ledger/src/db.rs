@@ -206,11 +206,28 @@ fn store(tx: &rusqlite::Transaction<'_>, job: &Job, stored: &Stored) -> rusqlite
     let seq = *seq as i64;
     let id = job.id.as_str();
     let state = job.state.map(|s| s.as_str()).unwrap_or("received");
+    // One statement per event: what the event carries replaces the stored column, what it
+    // does not carry (NULL here) keeps it.
+    let request = match &event.kind {
+        EventKind::Received { request } => Some(json(request)),
+        _ => None,
+    };
+    let steps = match &event.kind {
+        EventKind::Planned { steps, .. } => Some(json(steps)),
+        _ => None,
+    };
+    let result = JobResult::from_event(&event.kind).map(|r| json(&r));
     tx.prepare_cached(
-        "INSERT INTO jobs(job_id, state, goal, created_at, updated_at, updated_seq)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO jobs(job_id, state, goal, created_at, updated_at, updated_seq, summary,
+             plan_hash, worker, attempt, view, request, steps, result)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT(job_id) DO UPDATE SET state = excluded.state, goal = excluded.goal,
-             updated_at = excluded.updated_at, updated_seq = excluded.updated_seq",
+             updated_at = excluded.updated_at, updated_seq = excluded.updated_seq,
+             summary = excluded.summary, plan_hash = excluded.plan_hash,
+             worker = excluded.worker, attempt = excluded.attempt, view = excluded.view,
+             request = COALESCE(excluded.request, jobs.request),
+             steps = COALESCE(excluded.steps, jobs.steps),
+             result = COALESCE(excluded.result, jobs.result)",
     )?
     .execute(params![
         id,
@@ -218,35 +235,16 @@ fn store(tx: &rusqlite::Transaction<'_>, job: &Job, stored: &Stored) -> rusqlite
         job.wants.goal,
         job.created_at.as_deref().unwrap_or(&event.at),
         event.at,
-        seq
-    ])?;
-    tx.prepare_cached(
-        "UPDATE jobs SET summary = ?2, plan_hash = ?3, worker = ?4, attempt = ?5, view = ?6
-         WHERE job_id = ?1",
-    )?
-    .execute(params![
-        id,
+        seq,
         job.plan.as_ref().map(|p| p.summary.as_str()),
         job.plan.as_ref().map(|p| p.hash.as_str()),
         job.worker.as_ref().map(|w| w.as_str()),
         job.attempt,
-        json(job)
+        json(job),
+        request,
+        steps,
+        result
     ])?;
-    match &event.kind {
-        EventKind::Received { request } => {
-            tx.prepare_cached("UPDATE jobs SET request = ?2 WHERE job_id = ?1")?
-                .execute(params![id, json(request)])?;
-        }
-        EventKind::Planned { steps, .. } => {
-            tx.prepare_cached("UPDATE jobs SET steps = ?2 WHERE job_id = ?1")?
-                .execute(params![id, json(steps)])?;
-        }
-        _ => {}
-    }
-    if let Some(result) = JobResult::from_event(&event.kind) {
-        tx.prepare_cached("UPDATE jobs SET result = ?2 WHERE job_id = ?1")?
-            .execute(params![id, json(&result)])?;
-    }
     tx.prepare_cached(
         "INSERT OR IGNORE INTO events(seq, job_id, state, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?

@@ -2,7 +2,8 @@
 //!
 //! Reads `SKYNET_EVENTS` with its durable consumer `archiver`. When a job reaches a terminal
 //! state it writes the job's whole output (`SKYNET_LOGS`, with the stream and step of each
-//! chunk), its event history and the list of its artifacts (`skynet-artifacts`) as one
+//! chunk), its event history (as its consumer delivered it, see `seen.rs`; read back when the
+//! job began before this process) and the list of its artifacts (`skynet-artifacts`) as one
 //! gzipped object in the `skynet-archive` object store. Archiving is idempotent (an archive
 //! with the same terminal sequence is not written again) and survives restarts: the
 //! consumer resumes where it stopped, so a job that ended while the archiver was down is

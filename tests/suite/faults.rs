@@ -2,8 +2,8 @@
 //! laptop neither loses a job nor runs it twice): output and ends reported across a NATS
 //! restart are all recorded; a worker killed and restarted reports its abandoned attempt,
 //! so the job is retried at once; a killed worker's steps die with it; a worker woken from
-//! sleep never starts work that was taken back; services stop on SIGTERM without NATS;
-//! services resume from their snapshots.
+//! sleep never starts work that was taken back; services stop on SIGTERM without NATS, or
+//! with it frozen while they start; services resume from their snapshots.
 
 use std::time::Duration;
 
@@ -214,6 +214,55 @@ async fn services_and_workers_end_on_sigterm_with_nats_gone() {
         assert!(
             status.is_some_and(|s| s.success()),
             "{name} did not end cleanly on SIGTERM without NATS: {status:?}"
+        );
+    }
+}
+
+/// How long `skynet up` gives a service between SIGTERM and SIGKILL.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn services_asked_to_stop_while_starting_with_nats_frozen_end_within_their_grace() {
+    use futures::StreamExt as _;
+    use nix::sys::signal::{Signal, kill};
+    let stack = Stack::start_with(Options::permissive()).await;
+    let server = nix::unistd::Pid::from_raw(stack.nats.pid().expect("nats-server runs"));
+    // Policy seals with the stack's key.
+    let seed = stack.path("keys").join("policy.seed");
+    std::fs::write(&seed, stack.signer.seed().unwrap()).unwrap();
+    std::fs::set_permissions(&seed, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let env = [("SKYNET_TESTSVC_SIGNING_SEED", seed.display().to_string())];
+    for name in ["dispatcher", "policy", "sentinel"] {
+        // The JetStream API requests, to catch the service between its set-up and its
+        // main loop: reading its snapshot back.
+        let mut spy = stack.client.subscribe("$JS.API.>").await.unwrap();
+        stack.client.flush().await.unwrap();
+        let mut p = ServiceProcess::start_with_env(
+            TESTSVC,
+            name,
+            &stack.nats.url(),
+            &stack.path(name),
+            &env,
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let m = tokio::time::timeout_at(deadline, spy.next())
+                .await
+                .unwrap_or_else(|_| panic!("{name} never read its snapshot"))
+                .expect("spy subscription");
+            if m.subject.contains(".GET.") && m.subject.contains("OBJ_skynet-snapshots") {
+                break;
+            }
+        }
+        // The server freezes under it mid-start (a sleeping host, a wedged server): every
+        // request it makes from now on goes unanswered.
+        kill(server, Signal::SIGSTOP).unwrap();
+        let status = p.terminate(STOP_WITHIN).await;
+        kill(server, Signal::SIGCONT).unwrap();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name}, asked to stop while starting with NATS frozen, did not end cleanly within \
+             {STOP_WITHIN:?}: {status:?}"
         );
     }
 }

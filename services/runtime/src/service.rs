@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use async_nats::Client;
 use tokio_util::sync::CancellationToken;
@@ -38,9 +39,9 @@ where
             c = crate::connect::connect(&common.nats, name) => c?,
             _ = token.cancelled() => return Ok(()),
         };
-        let mut pause = std::time::Duration::from_millis(250);
+        let mut pause = Duration::from_millis(250);
         let outcome = loop {
-            let outcome = run(client.clone(), token.clone()).await;
+            let outcome = until_stopped(run(client.clone(), token.clone()), &token).await;
             match &outcome {
                 Err(e) if e.downcast_ref::<ConfigError>().is_none() => {
                     if token.is_cancelled() {
@@ -54,13 +55,13 @@ where
                         _ = tokio::time::sleep(pause) => {}
                         _ = token.cancelled() => break Ok(()),
                     }
-                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    pause = (pause * 2).min(Duration::from_secs(5));
                 }
                 _ => break outcome,
             }
         };
         // Bounded: with the server gone, a drain would wait for ever.
-        match tokio::time::timeout(std::time::Duration::from_secs(3), client.drain()).await {
+        match tokio::time::timeout(DRAIN_GRACE, client.drain()).await {
             Ok(Err(e)) => tracing::debug!(error = %e, "draining the connection"),
             Err(_) => tracing::warn!("the connection did not drain in time (is NATS reachable?)"),
             Ok(Ok(())) => {}
@@ -68,6 +69,39 @@ where
         outcome
     });
     exit_status(name, result)
+}
+
+/// How long a service may go on after SIGINT/SIGTERM before what it still does is dropped.
+/// Its own steps (flushing, a last snapshot, tasks) are bounded too, but they add up, and a
+/// service can be stopped anywhere, starting up included, where each request to a server
+/// that went away waits for its whole timeout.
+pub const STOP_GRACE: Duration = Duration::from_secs(6);
+
+/// How long the connection may take to drain after that.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(3);
+
+/// Runs `service` to its end or, once `token` is cancelled, for at most [`STOP_GRACE`]
+/// more. Dropping the rest is as safe as a kill: what was not written is redelivered or
+/// replayed by the next start.
+async fn until_stopped(
+    service: impl Future<Output = anyhow::Result<()>>,
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
+    tokio::pin!(service);
+    tokio::select! {
+        outcome = &mut service => return outcome,
+        _ = token.cancelled() => {}
+    }
+    match tokio::time::timeout(STOP_GRACE, service).await {
+        Ok(outcome) => outcome,
+        Err(_) => {
+            tracing::warn!(
+                grace_s = STOP_GRACE.as_secs(),
+                "still stopping after the grace period; leaving the rest (the next start takes it up)"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Maps a service's result to its exit status, printing one line for errors.

@@ -99,7 +99,9 @@ pub struct Ctx {
 /// What the steps of one attempt run with: the sandbox's spec (JSON, for the supervisor;
 /// `None`: unconfined) and the attempt's private temp dir (its `TMPDIR`).
 pub struct Attempt {
-    pub sandbox: Option<String>,
+    /// The worker's sandbox, and whether the grant allows network.
+    pub sandbox: std::sync::Arc<crate::sandbox::Sandbox>,
+    pub network: bool,
     pub tmp: PathBuf,
     /// Said in the log before each step that runs a process: how it is confined.
     pub banner: String,
@@ -466,11 +468,22 @@ async fn run_step(
             }
         };
     rep.system(Some(index), &attempt.banner).await;
+    // The rules as the disk is now (a step before may have changed it), off the event loop.
+    let confine = {
+        let (sandbox, tmp, network) = (
+            attempt.sandbox.clone(),
+            attempt.tmp.clone(),
+            attempt.network,
+        );
+        match tokio::task::spawn_blocking(move || sandbox.confinement(&tmp, network)).await {
+            Ok(c) => crate::supervise::first_line(c.as_ref()),
+            Err(e) => return End::Refused(format!("cannot work out the step's confinement: {e}")),
+        }
+    };
     let mut cmd = Command::new(&ctx.supervisor.program);
     cmd.args(crate::supervise::args(
         *ctx.lease.borrow(),
         ctx.kill_grace,
-        attempt.sandbox.as_deref(),
         &program,
         &args,
     ))
@@ -487,16 +500,27 @@ async fn run_step(
     .stderr(Stdio::piped())
     .process_group(0)
     .kill_on_drop(true);
-    spawn_and_wait(cmd, index, ctx, rep, stop, deadline, job_deadline).await
+    spawn_and_wait(cmd, confine, index, ctx, rep, stop, deadline, job_deadline).await
 }
 
-/// Passes the worker's lease on to a supervisor, and a stop request when one comes.
+/// Gives a supervisor the step's confinement (`first`), then passes the worker's lease on
+/// to it, and a stop request when one comes.
 async fn feed_supervisor(
     mut stdin: tokio::process::ChildStdin,
+    first: String,
     mut lease: tokio::sync::watch::Receiver<i64>,
     stop: CancellationToken,
 ) {
     use tokio::io::AsyncWriteExt;
+    tokio::select! {
+        written = stdin.write_all(first.as_bytes()) => if written.is_err() {
+            return;
+        },
+        _ = stop.cancelled() => {
+            // Not started yet: closing the pipe ends it before it runs anything.
+            return;
+        }
+    }
     loop {
         tokio::select! {
             changed = lease.changed() => {
@@ -516,8 +540,10 @@ async fn feed_supervisor(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn spawn_and_wait(
     mut cmd: Command,
+    confine: String,
     index: usize,
     ctx: &Ctx,
     rep: &Reporter,
@@ -545,10 +571,14 @@ async fn spawn_and_wait(
         tracing::warn!(error = %e, "recording the step's process group");
     }
     let stopping = CancellationToken::new();
-    let feeder = child
-        .stdin
-        .take()
-        .map(|stdin| tokio::spawn(feed_supervisor(stdin, ctx.lease.clone(), stopping.clone())));
+    let feeder = child.stdin.take().map(|stdin| {
+        tokio::spawn(feed_supervisor(
+            stdin,
+            confine,
+            ctx.lease.clone(),
+            stopping.clone(),
+        ))
+    });
     let (tx, rx) = mpsc::channel::<(&'static str, Vec<u8>)>(64);
     if let Some(out) = child.stdout.take() {
         tokio::spawn(pump(out, "stdout", tx.clone()));

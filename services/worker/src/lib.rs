@@ -152,7 +152,7 @@ impl Lease {
 struct Worker {
     cfg: Config,
     ctx: exec::Ctx,
-    sandbox: sandbox::Sandbox,
+    sandbox: std::sync::Arc<sandbox::Sandbox>,
     records: Records,
     outbox: Outbox,
     redact: Arc<redact::Redactor>,
@@ -244,7 +244,7 @@ pub async fn run(cfg: Config, client: Client, shutdown: CancellationToken) -> an
     };
     let (lease_tx, lease_rx) = watch::channel(0i64);
     let worker = Arc::new(Worker {
-        sandbox,
+        sandbox: std::sync::Arc::new(sandbox),
         redact: Arc::new(redact::Redactor::new(cfg.redact.clone())),
         ctx: exec::Ctx {
             roots,
@@ -486,10 +486,8 @@ impl Worker {
             }
         };
         let confinement = exec::Attempt {
-            sandbox: self
-                .sandbox
-                .spec(&tmp, grant.network)
-                .and_then(|s| serde_json::to_string(&s).ok()),
+            sandbox: self.sandbox.clone(),
+            network: grant.network,
             tmp: tmp.clone(),
             banner: self.sandbox.banner(grant.network),
         };

@@ -6,11 +6,13 @@
 //! [`Spec`] ([`Sandbox::spec`]): read-write the roots and a private temp dir, read-only the
 //! system and the toolchains on `PATH`, a few devices, outbound TCP only when the grant
 //! allows network, no signals to (or ptrace of) processes outside the step, and the holes:
-//! the worker's data and credentials, secrets found by name. The supervisor
-//! ([`crate::supervise`]) computes the rules from the disk ([`rules::plan`], pure) and
-//! confines itself with them before it starts the step, so the step and everything it
-//! starts are confined ([`enforce`]). Each step's log starts with a line that says so
-//! ([`Sandbox::banner`]), so a "Permission denied" is explained where it is read.
+//! the worker's data and credentials, secrets found by name. Before each step the worker
+//! computes the rules from the disk ([`rules::plan`], pure; reused while what it looked at
+//! is unchanged, [`Sandbox::confinement`]) and hands them to the supervisor
+//! ([`crate::supervise`]), which confines itself with them before it starts the step, so the
+//! step and everything it starts are confined ([`enforce`]). Each step's log starts with a
+//! line that says so ([`Sandbox::banner`]), so a "Permission denied" is explained where it
+//! is read.
 
 pub mod rules;
 
@@ -18,10 +20,11 @@ pub mod rules;
 mod kernel;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use rules::{Grant, Kind, Tree};
+use rules::{Grant, Kind, Planned, Rule, Stamp, Tree};
 
 /// `--sandbox`: what the worker does when it cannot confine steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -131,6 +134,15 @@ pub struct Spec {
     pub network: bool,
 }
 
+/// What the supervisor confines a step with: the rules the worker computed for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confinement {
+    pub abi: u8,
+    pub require: bool,
+    pub network: bool,
+    pub rules: Vec<Rule>,
+}
+
 /// The system, read-only.
 const SYSTEM: &[&str] = &[
     "/usr",
@@ -170,6 +182,11 @@ pub struct Sandbox {
     roots: Vec<PathBuf>,
     toolchains: Vec<PathBuf>,
     holes: Vec<PathBuf>,
+    /// The last plan of what every attempt may reach (all but its temp dir), reused while
+    /// it holds.
+    plan: Arc<Mutex<Option<Arc<Planned>>>>,
+    /// How long a directory must have been unchanged for a plan that read it to be reused.
+    settle_ns: i128,
 }
 
 impl Sandbox {
@@ -189,15 +206,13 @@ impl Sandbox {
             roots: roots.to_vec(),
             toolchains: toolchains(path, home),
             holes,
+            plan: Arc::default(),
+            settle_ns: rules::SETTLED_NS,
         }
     }
 
-    /// The spec for an attempt with its private temp dir `tmp`; `None` when steps run
-    /// unconfined.
-    pub fn spec(&self, tmp: &Path, network: bool) -> Option<Spec> {
-        let Level::Landlock { abi, require } = self.level else {
-            return None;
-        };
+    /// What every attempt may reach: the system, the toolchains, devices and the roots.
+    fn shared_grants(&self) -> Vec<Grant> {
         let grant = |p: &Path, write, search| Grant {
             path: p.to_path_buf(),
             write,
@@ -210,13 +225,77 @@ impl Sandbox {
         grants.extend(self.toolchains.iter().map(|t| grant(t, false, true)));
         grants.extend(DEVICES.iter().map(|d| grant(Path::new(d), true, false)));
         grants.extend(self.roots.iter().map(|r| grant(r, true, true)));
-        grants.push(grant(tmp, true, false));
+        grants
+    }
+
+    fn tmp_grant(tmp: &Path) -> Grant {
+        Grant {
+            path: tmp.to_path_buf(),
+            write: true,
+            search: false,
+        }
+    }
+
+    /// The spec for an attempt with its private temp dir `tmp`; `None` when steps run
+    /// unconfined.
+    pub fn spec(&self, tmp: &Path, network: bool) -> Option<Spec> {
+        let Level::Landlock { abi, require } = self.level else {
+            return None;
+        };
+        let mut grants = self.shared_grants();
+        grants.push(Self::tmp_grant(tmp));
         Some(Spec {
             abi,
             require,
             grants,
             holes: self.holes.clone(),
             network,
+        })
+    }
+
+    /// The rules a step of the attempt with temp dir `tmp` is confined by, as the disk is
+    /// now; `None` when steps run unconfined. Blocking: it reads the disk. The walk over
+    /// what every attempt shares is reused while nothing it looked at changed (one `stat`
+    /// per directory it read instead of reading them again); the temp dir is added per
+    /// attempt.
+    pub fn confinement(&self, tmp: &Path, network: bool) -> Option<Confinement> {
+        let Level::Landlock { abi, require } = self.level else {
+            return None;
+        };
+        let limits = rules::Limits::default();
+        let last = self.plan.lock().ok().and_then(|p| p.clone());
+        let shared = match last {
+            Some(p) if p.holds(&Disk) => p,
+            _ => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i128)
+                    .unwrap_or(0);
+                let p = Arc::new(rules::plan_stamped(
+                    &self.shared_grants(),
+                    &self.holes,
+                    limits,
+                    &Disk,
+                    now - self.settle_ns,
+                ));
+                if let Ok(mut last) = self.plan.lock() {
+                    *last = Some(p.clone());
+                }
+                p
+            }
+        };
+        let mut all = shared.rules.clone();
+        all.extend(rules::plan(
+            &[Self::tmp_grant(tmp)],
+            &self.holes,
+            limits,
+            &Disk,
+        ));
+        Some(Confinement {
+            abi,
+            require,
+            network,
+            rules: all,
         })
     }
 
@@ -308,6 +387,42 @@ pub fn probe() -> Result<u8, String> {
     }
 }
 
+/// Whether the change times of `path` move with every change, as on a local file system;
+/// a network file system's client caches them.
+#[cfg(target_os = "linux")]
+fn exact_times(path: &Path) -> bool {
+    use nix::sys::statfs::{
+        AFS_SUPER_MAGIC, CODA_SUPER_MAGIC, FUSE_SUPER_MAGIC, NFS_SUPER_MAGIC, SMB_SUPER_MAGIC,
+    };
+    // CIFS, SMB2, 9P and Ceph, which nix does not name.
+    const OTHERS: [i64; 4] = [0xFF53_4D42, 0xFE53_4D42, 0x0102_1997, 0x00C3_6400];
+    match nix::sys::statfs::statfs(path) {
+        Ok(fs) => {
+            let t = fs.filesystem_type();
+            ![
+                AFS_SUPER_MAGIC,
+                CODA_SUPER_MAGIC,
+                FUSE_SUPER_MAGIC,
+                NFS_SUPER_MAGIC,
+                SMB_SUPER_MAGIC,
+            ]
+            .contains(&t)
+                && !OTHERS.contains(&{
+                    // The width of the type differs between C libraries.
+                    #[allow(clippy::unnecessary_cast)]
+                    let raw = t.0 as i64;
+                    raw
+                })
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exact_times(_: &Path) -> bool {
+    false
+}
+
 /// The real file system, as [`rules::plan`] sees it.
 pub struct Disk;
 
@@ -315,6 +430,22 @@ impl Tree for Disk {
     fn kind(&self, path: &Path) -> Option<Kind> {
         let m = std::fs::metadata(path).ok()?;
         Some(if m.is_dir() { Kind::Dir } else { Kind::File })
+    }
+
+    fn stamp(&self, path: &Path) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        let ns = |s: i64, n: i64| s as i128 * 1_000_000_000 + n as i128;
+        Some(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime: ns(m.mtime(), m.mtime_nsec()),
+            ctime: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    fn exact_times(&self, path: &Path) -> bool {
+        exact_times(path)
     }
 
     fn list(&self, dir: &Path) -> Option<Vec<(std::ffi::OsString, Kind)>> {
@@ -338,17 +469,16 @@ impl Tree for Disk {
     }
 }
 
-/// Confines the calling thread (and whatever it starts from then on) as `spec` says.
+/// Confines the calling thread (and whatever it starts from then on) as `c` says.
 /// Called by the supervisor before it starts any thread or the step.
-pub fn enforce(spec: &Spec) -> Result<(), String> {
-    let rules = rules::plan(&spec.grants, &spec.holes, rules::Limits::default(), &Disk);
+pub fn enforce(c: &Confinement) -> Result<(), String> {
     #[cfg(target_os = "linux")]
     {
-        kernel::apply(spec, &rules)
+        kernel::apply(c)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = rules;
+        let _ = c;
         Err(format!("no Landlock on {}", std::env::consts::OS))
     }
 }
@@ -459,5 +589,60 @@ mod tests {
                 PathBuf::from("/h/bin"),
             ]
         );
+    }
+
+    #[test]
+    fn a_secret_made_in_a_root_after_a_plan_is_out_of_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("h");
+        std::fs::create_dir_all(root.join("src/app")).unwrap();
+        std::fs::write(root.join("src/app/main.rs"), "fn main() {}\n").unwrap();
+        // Old enough to be trusted: the directories last changed an hour ago. (Setting
+        // that moves their ctime to now, so here "settled" means "before the walk".)
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for d in [&root, &root.join("src"), &root.join("src/app")] {
+            std::fs::File::open(d)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        let mut s = Sandbox::new(
+            Level::Landlock {
+                abi: 7,
+                require: true,
+            },
+            std::slice::from_ref(&root),
+            &root,
+            &[],
+            None,
+        );
+        s.settle_ns = 0;
+        let tmp = dir.path().join("t");
+        let granted = |c: &Confinement, p: &Path| {
+            c.rules
+                .iter()
+                .any(|r| !r.list_only && p.starts_with(&r.path))
+        };
+        let first = s.confinement(&tmp, false).unwrap();
+        assert!(granted(&first, &root.join("src/app/main.rs")));
+        let reused = s.confinement(&tmp, false).unwrap();
+        assert_eq!(reused, first);
+        assert!(s.plan.lock().unwrap().as_ref().unwrap().holds(&Disk));
+        // A key appears where the walk looked: the next step's rules leave it out.
+        std::fs::write(root.join("src/app/id_ed25519"), "KEY\n").unwrap();
+        let next = s.confinement(&tmp, false).unwrap();
+        assert!(
+            !granted(&next, &root.join("src/app/id_ed25519")),
+            "{next:?}"
+        );
+        assert!(granted(&next, &root.join("src/app/main.rs")));
+        // The attempt's temp dir is its own rule, never part of what later ones reuse.
+        let t2 = dir.path().join("t2");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::create_dir_all(&t2).unwrap();
+        let mine = s.confinement(&tmp, false).unwrap();
+        let theirs = s.confinement(&t2, false).unwrap();
+        assert!(granted(&mine, &tmp.join("x")) && !granted(&mine, &t2.join("x")));
+        assert!(granted(&theirs, &t2.join("x")) && !granted(&theirs, &tmp.join("x")));
     }
 }

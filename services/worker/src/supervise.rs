@@ -1,11 +1,13 @@
 //! The step supervisor: a small process between the worker and each step, so that a step's
 //! processes never outlive their worker.
 //!
-//! The worker starts every step as `<worker binary> __supervise <until> <grace_ms> <sandbox>
-//! -- <program> <args>...` in a process group of its own, with a pipe on the supervisor's
+//! The worker starts every step as `<worker binary> __supervise <until> <grace_ms> --
+//! <program> <args>...` in a process group of its own, with a pipe on the supervisor's
 //! stdin; `until` is the end of the worker's lease, in milliseconds of [`boottime_ms`] (one
-//! clock for every process of the machine); `sandbox` is the attempt's
-//! [`crate::sandbox::Spec`] as JSON, or `-` for none. The supervisor makes itself the reaper
+//! clock for every process of the machine). The first line on the pipe is the step's
+//! [`crate::sandbox::Confinement`] as JSON (the rules can be longer than one argument may
+//! be), or `-` for none; a first line that is neither, or none, and the step does not run.
+//! The supervisor makes itself the reaper
 //! of the step's orphans (`PR_SET_CHILD_SUBREAPER`), confines itself with the sandbox (so
 //! the step and all it starts are confined: Landlock domains are inherited and cannot be
 //! left; one it cannot apply stops the step with a line on stderr under `require`), starts
@@ -29,30 +31,42 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::sandbox::Spec;
+use crate::sandbox::Confinement;
 
 /// The hidden first argument that makes a worker binary a supervisor.
 pub const SUBCOMMAND: &str = "__supervise";
 
 /// The command line that supervises `program args` (after the supervisor program itself),
-/// with the lease ending at `until` ([`boottime_ms`]), confined by `sandbox` (JSON).
-pub fn args(
-    until: i64,
-    grace: Duration,
-    sandbox: Option<&str>,
-    program: &str,
-    rest: &[String],
-) -> Vec<String> {
+/// with the lease ending at `until` ([`boottime_ms`]).
+pub fn args(until: i64, grace: Duration, program: &str, rest: &[String]) -> Vec<String> {
     let mut v = vec![
         SUBCOMMAND.to_owned(),
         until.to_string(),
         grace.as_millis().to_string(),
-        sandbox.unwrap_or("-").to_owned(),
         "--".to_owned(),
         program.to_owned(),
     ];
     v.extend(rest.iter().cloned());
     v
+}
+
+/// The first line the worker writes to a supervisor: how the step is confined.
+pub fn first_line(confinement: Option<&Confinement>) -> String {
+    match confinement.and_then(|c| serde_json::to_string(c).ok()) {
+        Some(json) => format!("{json}\n"),
+        None => "-\n".to_owned(),
+    }
+}
+
+/// Reads [`first_line`] back: `Ok(None)` for none; an error for anything else.
+fn read_first_line(line: &str) -> Result<Option<Confinement>, String> {
+    match line.trim_end_matches('\n') {
+        "-" => Ok(None),
+        "" => Err("the worker sent no confinement".into()),
+        json => serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| format!("unreadable confinement: {e}")),
+    }
 }
 
 /// Runs as a supervisor when the command line asks for it; every binary that can host a
@@ -66,7 +80,8 @@ pub fn main_if_asked() -> Option<ExitCode> {
         Some(p) => supervise(p),
         None => {
             eprintln!(
-                "usage: {SUBCOMMAND} <until_ms> <grace_ms> <sandbox json|-> -- <program> [args...]"
+                "usage: {SUBCOMMAND} <until_ms> <grace_ms> -- <program> [args...] \
+                 (the confinement as JSON, or -, on the first line of stdin)"
             );
             ExitCode::from(64)
         }
@@ -76,38 +91,20 @@ pub fn main_if_asked() -> Option<ExitCode> {
 struct Parsed {
     until: i64,
     grace: Duration,
-    sandbox: Option<Spec>,
     program: String,
     rest: Vec<String>,
 }
 
 fn parse(args: &[String]) -> Option<Parsed> {
-    // A worker from before the sandbox passes no sandbox argument.
-    if let [until, grace, dashes, program, rest @ ..] = args
-        && dashes == "--"
-    {
-        return Some(Parsed {
-            until: until.parse().ok()?,
-            grace: Duration::from_millis(grace.parse().ok()?),
-            sandbox: None,
-            program: program.clone(),
-            rest: rest.to_vec(),
-        });
-    }
-    let [until, grace, sandbox, dashes, program, rest @ ..] = args else {
+    let [until, grace, dashes, program, rest @ ..] = args else {
         return None;
     };
     if dashes != "--" {
         return None;
     }
-    let sandbox = match sandbox.as_str() {
-        "-" => None,
-        json => Some(serde_json::from_str(json).ok()?),
-    };
     Some(Parsed {
         until: until.parse().ok()?,
         grace: Duration::from_millis(grace.parse().ok()?),
-        sandbox,
         program: program.clone(),
         rest: rest.to_vec(),
     })
@@ -142,7 +139,6 @@ fn supervise(p: Parsed) -> ExitCode {
     let Parsed {
         until,
         grace,
-        sandbox,
         program,
         rest,
     } = p;
@@ -153,6 +149,21 @@ fn supervise(p: Parsed) -> ExitCode {
             "skynet supervisor: cannot reap the step's orphans: {e}"
         ));
     }
+    // The confinement comes first on the pipe; the stdin thread reads the rest from the
+    // same buffer.
+    let mut line = String::new();
+    let sandbox = match std::io::BufRead::read_line(&mut std::io::stdin().lock(), &mut line)
+        .map_err(|e| e.to_string())
+        .and_then(|_| read_first_line(&line))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            say(&format!(
+                "skynet: cannot confine the step ({e}); not running it"
+            ));
+            return ExitCode::from(126);
+        }
+    };
     // Before any thread starts: Landlock confines the calling thread and what it starts.
     if let Some(spec) = &sandbox {
         match crate::sandbox::enforce(spec) {
@@ -369,7 +380,6 @@ mod tests {
         let a = args(
             123_456,
             Duration::from_millis(500),
-            None,
             "sh",
             &["-c".into(), "echo -- x".into()],
         );
@@ -377,20 +387,34 @@ mod tests {
         let p = parse(&a[1..]).unwrap();
         assert_eq!(p.until, 123_456);
         assert_eq!(p.grace, Duration::from_millis(500));
-        assert!(p.sandbox.is_none());
         assert_eq!(p.program, "sh");
         assert_eq!(p.rest, vec!["-c".to_string(), "echo -- x".to_string()]);
-        assert!(parse(&["1".into(), "2".into(), "-".into(), "x".into(), "sh".into()]).is_none());
-        let spec = Spec {
+        assert!(parse(&["1".into(), "2".into(), "x".into(), "sh".into()]).is_none());
+    }
+
+    #[test]
+    fn the_confinement_line_reads_back_and_anything_else_is_refused() {
+        let c = Confinement {
             abi: 7,
             require: true,
-            grants: vec![],
-            holes: vec!["/h/.ssh".into()],
             network: false,
+            rules: vec![crate::sandbox::rules::Rule {
+                path: "/h/src".into(),
+                write: true,
+                dir: true,
+                list_only: false,
+            }],
         };
-        let json = serde_json::to_string(&spec).unwrap();
-        let a = args(1, Duration::ZERO, Some(&json), "true", &[]);
-        assert_eq!(parse(&a[1..]).unwrap().sandbox, Some(spec));
+        let line = first_line(Some(&c));
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        assert_eq!(read_first_line(&line), Ok(Some(c)));
+        assert_eq!(read_first_line(&first_line(None)), Ok(None));
+        assert!(
+            read_first_line("").is_err(),
+            "the worker died before it said"
+        );
+        assert!(read_first_line("L123\n").is_err());
+        assert!(read_first_line("{\"abi\":7}\n").is_err());
     }
 
     #[test]

@@ -6,8 +6,7 @@ use landlock::{
     RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
-use super::Spec;
-use super::rules::Rule;
+use super::Confinement;
 
 fn abi(n: u8) -> ABI {
     match n {
@@ -66,9 +65,9 @@ pub fn probe() -> Result<u8, String> {
     Ok(found)
 }
 
-/// Confines the calling thread with `rules` (paths that cannot be opened are skipped: they
-/// are gone, so there is nothing to grant).
-pub fn apply(spec: &Spec, rules: &[Rule]) -> Result<(), String> {
+/// Confines the calling thread with the rules of `spec` (paths that cannot be opened are
+/// skipped: they are gone, so there is nothing to grant).
+pub fn apply(spec: &Confinement) -> Result<(), String> {
     let a = abi(spec.abi);
     let level = if spec.require {
         CompatLevel::HardRequirement
@@ -88,7 +87,7 @@ pub fn apply(spec: &Spec, rules: &[Rule]) -> Result<(), String> {
         ruleset = ruleset.scope(Scope::from_all(a)).map_err(err)?;
     }
     let mut created = ruleset.create().map_err(err)?;
-    for r in rules {
+    for r in &spec.rules {
         let Ok(fd) = PathFd::new(&r.path) else {
             continue;
         };

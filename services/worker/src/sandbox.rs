@@ -2,8 +2,8 @@
 //! policy or of the worker foresaw still cannot reach outside the worker's roots.
 //!
 //! The worker decides once, at start, how it can confine ([`decide`], from `--sandbox` and
-//! what the kernel offers), and says so in its registry entry. For each attempt it builds a
-//! [`Spec`] ([`Sandbox::spec`]): read-write the roots and a private temp dir, read-only the
+//! what the kernel offers), and says so in its registry entry. What an attempt may reach:
+//! read-write the roots and a private temp dir, read-only the
 //! system and the toolchains on `PATH`, a few devices, outbound TCP only when the grant
 //! allows network, no signals to (or ptrace of) processes outside the step, and the holes:
 //! the worker's data and credentials, secrets found by name. Before each step the worker
@@ -124,16 +124,6 @@ impl Level {
     }
 }
 
-/// What one attempt's steps may reach, for the supervisor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Spec {
-    pub abi: u8,
-    pub require: bool,
-    pub grants: Vec<Grant>,
-    pub holes: Vec<PathBuf>,
-    pub network: bool,
-}
-
 /// What the supervisor confines a step with: the rules the worker computed for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confinement {
@@ -234,23 +224,6 @@ impl Sandbox {
             write: true,
             search: false,
         }
-    }
-
-    /// The spec for an attempt with its private temp dir `tmp`; `None` when steps run
-    /// unconfined.
-    pub fn spec(&self, tmp: &Path, network: bool) -> Option<Spec> {
-        let Level::Landlock { abi, require } = self.level else {
-            return None;
-        };
-        let mut grants = self.shared_grants();
-        grants.push(Self::tmp_grant(tmp));
-        Some(Spec {
-            abi,
-            require,
-            grants,
-            holes: self.holes.clone(),
-            network,
-        })
     }
 
     /// The rules a step of the attempt with temp dir `tmp` is confined by, as the disk is
@@ -538,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn an_attempt_spec_grants_roots_and_tmp_and_holds_the_network_choice() {
+    fn an_attempt_may_write_its_roots_and_tmp_and_holds_the_network_choice() {
         let s = Sandbox::new(
             Level::Landlock {
                 abi: 7,
@@ -549,28 +522,32 @@ mod tests {
             &[PathBuf::from("/h/skynet-data")],
             Some("/h/.cargo/bin:/usr/bin:/opt/x/bin:/h/bin"),
         );
-        let spec = s.spec(Path::new("/tmp/skynet-j-1"), false).unwrap();
-        let rw: Vec<&Path> = spec
-            .grants
+        let grants = s.shared_grants();
+        let rw: Vec<&Path> = grants
             .iter()
             .filter(|g| g.write)
             .map(|g| g.path.as_path())
             .collect();
-        assert!(rw.contains(&Path::new("/h")) && rw.contains(&Path::new("/tmp/skynet-j-1")));
-        assert!(rw.contains(&Path::new("/dev/null")));
+        assert!(rw.contains(&Path::new("/h")) && rw.contains(&Path::new("/dev/null")));
         assert!(!rw.contains(&Path::new("/etc")));
-        assert!(spec.holes.contains(&PathBuf::from("/h/skynet-data")));
-        assert!(spec.holes.contains(&PathBuf::from("/etc/shadow")));
-        assert!(!spec.network);
+        assert!(
+            grants
+                .iter()
+                .any(|g| g.path == Path::new("/etc") && !g.write)
+        );
+        assert!(Sandbox::tmp_grant(Path::new("/tmp/skynet-j-1")).write);
+        assert!(s.holes.contains(&PathBuf::from("/h/skynet-data")));
+        assert!(s.holes.contains(&PathBuf::from("/etc/shadow")));
         assert!(
             s.banner(false).contains("no network"),
             "{}",
             s.banner(false)
         );
         assert!(s.banner(true).contains("network allowed"));
-        assert!(s.spec(Path::new("/t"), true).unwrap().network);
+        assert!(s.confinement(Path::new("/t"), true).unwrap().network);
+        assert!(!s.confinement(Path::new("/t"), false).unwrap().network);
         let off = Sandbox::new(Level::Off, &[], Path::new("/h"), &[], None);
-        assert!(off.spec(Path::new("/t"), false).is_none());
+        assert!(off.confinement(Path::new("/t"), false).is_none());
         assert_eq!(off.describe_attempt(false), "off");
     }
 

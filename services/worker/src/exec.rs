@@ -96,8 +96,9 @@ pub struct Ctx {
     pub artifact_max_bytes: u64,
 }
 
-/// What the steps of one attempt run with: the sandbox's spec (JSON, for the supervisor;
-/// `None`: unconfined) and the attempt's private temp dir (its `TMPDIR`).
+/// What the steps of one attempt run with: the worker's sandbox (each step's rules are
+/// worked out from it just before the step) and the attempt's private temp dir (its
+/// `TMPDIR`).
 pub struct Attempt {
     /// The worker's sandbox, and whether the grant allows network.
     pub sandbox: std::sync::Arc<crate::sandbox::Sandbox>,

@@ -7,11 +7,10 @@
 //! clock for every process of the machine). The first line on the pipe is the step's
 //! [`crate::sandbox::Confinement`] as JSON (the rules can be longer than one argument may
 //! be), or `-` for none; a first line that is neither, or none, and the step does not run.
-//! The supervisor makes itself the reaper
-//! of the step's orphans (`PR_SET_CHILD_SUBREAPER`), confines itself with the sandbox (so
-//! the step and all it starts are confined: Landlock domains are inherited and cannot be
-//! left; one it cannot apply stops the step with a line on stderr under `require`), starts
-//! the step in its group, and ends the whole group when
+//! The supervisor makes itself the reaper of the step's orphans (`PR_SET_CHILD_SUBREAPER`),
+//! confines itself with those rules (so the step and all it starts are confined: Landlock
+//! domains are inherited and cannot be left; one it cannot apply stops the step with a line
+//! on stderr under `require`), starts the step in its group, and ends the whole group when
 //! - the pipe closes: the worker is gone (killed, crashed, exited);
 //! - the worker sends `S` on it: stop, as asked (a cancel, a time limit, a fenced attempt);
 //! - its lease runs out: the worker extends it (`L<until>` lines on the pipe) each time one

@@ -84,6 +84,19 @@ mod tests {
             .env("SKYNET_ATTEMPT", "4")
             .spawn()
             .unwrap();
+        // A spawn returns once the child is in its exec, which may be before its new
+        // environment can be read: wait until both can be told apart, as a restarted worker
+        // finds them (long since started).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for (attempt, p) in [(3, &child), (4, &other)] {
+            while !processes_of(&job, attempt).contains(&Pid::from_raw(p.id() as i32)) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "attempt {attempt}'s process"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         assert_eq!(end_leftovers(&job, 3, Some(child.id() as i32)).await, 1);
         // Reaped here (it is this test's child), killed by the cleanup.
         let status = child.wait().unwrap();

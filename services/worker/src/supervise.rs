@@ -210,20 +210,10 @@ fn supervise(p: Parsed) -> ExitCode {
             let _ = tx.send(Event::WorkerGone);
         });
     }
-    let (wait_tx, wait_rx) = mpsc::channel::<std::io::Result<std::process::ExitStatus>>();
     std::thread::spawn(move || {
         // Waiting for this one child only; the other reaping happens while ending the group.
-        let _ = wait_tx.send(child.wait());
+        let _ = tx.send(Event::Exited(child.wait()));
     });
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            if let Ok(status) = wait_rx.recv() {
-                let _ = tx.send(Event::Exited(status));
-            }
-        });
-    }
-    drop(tx);
 
     let mut until = until;
     let end = loop {

@@ -3,10 +3,10 @@
 //!
 //! The worker decides once, at start, how it can confine ([`decide`], from `--sandbox` and
 //! what the kernel offers), and says so in its registry entry. What an attempt may reach:
-//! read-write the roots and a private temp dir, read-only the
-//! system and the toolchains on `PATH`, a few devices, outbound TCP only when the grant
-//! allows network, no signals to (or ptrace of) processes outside the step, and the holes:
-//! the worker's data and credentials, secrets found by name. Before each step the worker
+//! read-write the roots and a private temp dir, read-only the system and the toolchains on
+//! `PATH`, a few devices, outbound TCP only when the grant allows network, no signals to (or
+//! ptrace of) processes outside the step, and the holes: the worker's data and credentials,
+//! secrets found by name. Before each step the worker
 //! computes the rules from the disk ([`rules::plan`], pure; reused while what it looked at
 //! is unchanged, [`Sandbox::confinement`]) and hands them to the supervisor
 //! ([`crate::supervise`]), which confines itself with them before it starts the step, so the

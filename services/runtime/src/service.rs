@@ -75,7 +75,7 @@ where
 /// Its own steps (flushing, a last snapshot, tasks) are bounded too, but they add up, and a
 /// service can be stopped anywhere, starting up included, where each request to a server
 /// that went away waits for its whole timeout.
-pub const STOP_GRACE: Duration = Duration::from_secs(6);
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How long the connection may take to drain after that.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(3);

@@ -129,6 +129,7 @@ impl Bench {
                 sync_always,
                 soak_timing: false,
                 policy: BENCH_POLICY,
+                monitor: true,
             },
         );
         let client = skynet_runtime::connect(
@@ -231,6 +232,8 @@ impl Bench {
             })
         };
         let cpu_before = self.cpu();
+        let written_before = self.written();
+        let msgs_before = self.server_msgs().await;
         let t = Instant::now();
         // Acks are awaited in a window: the client gives out a bounded number of pending
         // acks (5,000), and a publish waits for one of them to be awaited.
@@ -302,6 +305,44 @@ impl Bench {
             "  CPU of each process meanwhile",
             cpu.join(", ")
         );
+        let written: Vec<String> = self
+            .written()
+            .iter()
+            .map(|(name, after)| {
+                let bytes = after.saturating_sub(written_before.get(name).copied().unwrap_or(0));
+                format!("{name} {:.1}", bytes as f64 / 1024.0 / n as f64)
+            })
+            .collect();
+        println!(
+            "{:<36} {}",
+            "  written to disk, KiB per job",
+            written.join(", ")
+        );
+        let msgs_after = self.server_msgs().await;
+        let (mut total_in, mut total_out) = (0, 0);
+        let msgs: Vec<String> = msgs_after
+            .iter()
+            .map(|(name, (i, o))| {
+                let (bi, bo) = msgs_before.get(name).copied().unwrap_or((0, 0));
+                let (i, o) = (i.saturating_sub(bi), o.saturating_sub(bo));
+                total_in += i;
+                total_out += o;
+                format!(
+                    "{name} {:.1}/{:.1}",
+                    i as f64 / n as f64,
+                    o as f64 / n as f64
+                )
+            })
+            .collect();
+        if !msgs.is_empty() {
+            println!(
+                "{:<36} {:.1} in, {:.1} out: {}",
+                "  server messages per job (in/out)",
+                total_in as f64 / n as f64,
+                total_out as f64 / n as f64,
+                msgs.join(", ")
+            );
+        }
         sampling.store(false, Ordering::Relaxed);
         sampler.join().unwrap();
         let peak = peak.lock().unwrap().clone();
@@ -392,6 +433,57 @@ impl Bench {
             .collect();
         if let Some(t) = self.topo.nats.pid().and_then(topology::cpu_time) {
             out.insert("nats-server".into(), t);
+        }
+        out
+    }
+
+    /// Messages each client connection (by name, copies summed) has sent to the server and
+    /// had delivered, from the server's `/connz`; empty without monitoring.
+    async fn server_msgs(&self) -> BTreeMap<String, (u64, u64)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut out = BTreeMap::new();
+        let Some(port) = self.topo.monitor else {
+            return out;
+        };
+        let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+            return out;
+        };
+        let request = "GET /connz?limit=4096 HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        let mut reply = Vec::new();
+        if conn.write_all(request.as_bytes()).await.is_err()
+            || conn.read_to_end(&mut reply).await.is_err()
+        {
+            return out;
+        }
+        let body = reply
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|at| &reply[at + 4..])
+            .unwrap_or_default();
+        let Ok(connz) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return out;
+        };
+        for c in connz["connections"].as_array().into_iter().flatten() {
+            let name = c["name"].as_str().unwrap_or("(unnamed)").to_owned();
+            let e: &mut (u64, u64) = out.entry(name).or_default();
+            e.0 += c["in_msgs"].as_u64().unwrap_or(0);
+            e.1 += c["out_msgs"].as_u64().unwrap_or(0);
+        }
+        out
+    }
+
+    /// Bytes each process (and nats-server) has had written to storage so far.
+    fn written(&self) -> BTreeMap<String, u64> {
+        let mut out: BTreeMap<String, u64> = self
+            .topo
+            .procs
+            .iter()
+            .filter_map(|(name, p)| {
+                Some((name.clone(), topology::written_bytes(p.pid()?.as_raw())?))
+            })
+            .collect();
+        if let Some(b) = self.topo.nats.pid().and_then(topology::written_bytes) {
+            out.insert("nats-server".into(), b);
         }
         out
     }

@@ -65,6 +65,18 @@ pub fn cpu_time(pid: i32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
+/// Bytes the process has caused to be written to storage so far (`write_bytes` of
+/// `/proc/<pid>/io`).
+#[allow(dead_code)] // The bench reads it; the soak does not.
+pub fn written_bytes(pid: i32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// How many of each part run, and how.
 pub struct Shape {
     /// Copies of planner, policy and dispatcher.
@@ -76,6 +88,8 @@ pub struct Shape {
     /// The soak's short timing ([`TIMING_ENV`]) instead of the defaults.
     pub soak_timing: bool,
     pub policy: &'static str,
+    /// Serve the server's monitoring endpoints (`/connz`) on a loopback port.
+    pub monitor: bool,
 }
 
 impl Shape {
@@ -88,6 +102,7 @@ impl Shape {
             sync_always,
             soak_timing: true,
             policy: POLICY,
+            monitor: false,
         }
     }
 }
@@ -196,6 +211,9 @@ pub struct Topology {
     pub procs: BTreeMap<String, Proc>,
     pub workers: Vec<(WorkerId, PathBuf)>,
     pub dir: PathBuf,
+    /// The port of the server's monitoring endpoints, when asked for.
+    #[allow(dead_code)] // The bench reads it; the soak does not.
+    pub monitor: Option<u16>,
 }
 
 impl Topology {
@@ -225,6 +243,14 @@ impl Topology {
         let mut config = creds.authorization();
         if sync_always {
             config.push_str("\njetstream { sync_interval: always }\n");
+        }
+        let monitor = shape.monitor.then(|| {
+            // A free port, taken back just before the server takes it.
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("its address").port()
+        });
+        if let Some(port) = monitor {
+            config.push_str(&format!("\nhttp: \"127.0.0.1:{port}\"\n"));
         }
         let nats = NatsServer::start_with_config(&config);
         let url = nats.url();
@@ -337,6 +363,7 @@ impl Topology {
             procs,
             workers,
             dir: dir.to_path_buf(),
+            monitor,
         }
     }
 

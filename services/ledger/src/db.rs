@@ -143,6 +143,19 @@ pub fn apply_batch(
     done
 }
 
+/// What a transaction writes to one job's row once all of its batch is applied: the row
+/// from the job's fold (after its last event that moved it), or only the fold (`view`) when
+/// every event of the batch for the job was refused.
+#[derive(Default)]
+struct RowWrite<'a> {
+    /// The last event that moved the job, when one did.
+    last: Option<&'a Stored>,
+    /// What the batch's events carried for the columns only some events fill.
+    request: Option<String>,
+    steps: Option<String>,
+    result: Option<String>,
+}
+
 fn apply_in_one(
     conn: &mut Connection,
     batch: &[Stored],
@@ -152,6 +165,11 @@ fn apply_in_one(
     let mut done = Applied::default();
     let mut last = last_seq(&tx)?;
     let jobs = &mut folds.jobs;
+    // Each job's row is written once per transaction, however many of its events the
+    // batch holds (a burst brings a job's whole life in one batch): in the order the jobs
+    // first moved.
+    let mut rows: HashMap<JobId, RowWrite<'_>> = HashMap::new();
+    let mut order: Vec<JobId> = Vec::new();
     for stored in batch {
         if stored.seq <= last {
             done.skipped += 1;
@@ -168,18 +186,45 @@ fn apply_in_one(
         };
         match job.apply(stored.seq, &stored.event) {
             lifecycle::Applied::Moved(_) => {
-                store(&tx, job, stored)?;
+                insert_event(&tx, stored)?;
+                let row = rows.entry(id.clone()).or_insert_with(|| {
+                    order.push(id.clone());
+                    RowWrite::default()
+                });
+                row.last = Some(stored);
+                match &stored.event.kind {
+                    EventKind::Received { request } => row.request = Some(json(request)),
+                    EventKind::Planned { steps, .. } => row.steps = Some(json(steps)),
+                    _ => {}
+                }
+                if let Some(r) = JobResult::from_event(&stored.event.kind) {
+                    row.result = Some(json(&r));
+                }
                 done.applied += 1;
             }
             lifecycle::Applied::Refused(e) => {
                 tracing::warn!(job_id = %id, seq = stored.seq, error = %e, "illegal transition refused");
                 if job.state.is_some() {
-                    tx.prepare_cached("UPDATE jobs SET view = ?2 WHERE job_id = ?1")?
-                        .execute(params![id.as_str(), json(job)])?;
+                    rows.entry(id.clone()).or_insert_with(|| {
+                        order.push(id.clone());
+                        RowWrite::default()
+                    });
                 }
                 done.refused += 1;
             }
             lifecycle::Applied::Old => done.skipped += 1,
+        }
+    }
+    for id in &order {
+        let (Some(row), Some(job)) = (rows.get(id), jobs.get(id)) else {
+            continue;
+        };
+        match row.last {
+            Some(stored) => store(&tx, job, stored, row)?,
+            None => {
+                tx.prepare_cached("UPDATE jobs SET view = ?2 WHERE job_id = ?1")?
+                    .execute(params![id.as_str(), json(job)])?;
+            }
         }
     }
     set_meta(&tx, "last_seq", &last.to_string())?;
@@ -200,23 +245,16 @@ fn load(tx: &rusqlite::Transaction<'_>, id: &JobId) -> rusqlite::Result<Option<J
     Ok(view.flatten().and_then(|v| serde_json::from_str(&v).ok()))
 }
 
-/// Writes the job's row from its fold after `stored` was applied.
-fn store(tx: &rusqlite::Transaction<'_>, job: &Job, stored: &Stored) -> rusqlite::Result<()> {
-    let Stored { seq, event } = stored;
-    let seq = *seq as i64;
-    let id = job.id.as_str();
+/// Writes the job's row from its fold, `last` being the last event of the batch that moved
+/// it. What `row` does not carry (NULL here) keeps the stored column.
+fn store(
+    tx: &rusqlite::Transaction<'_>,
+    job: &Job,
+    last: &Stored,
+    row: &RowWrite<'_>,
+) -> rusqlite::Result<()> {
+    let Stored { seq, event } = last;
     let state = job.state.map(|s| s.as_str()).unwrap_or("received");
-    // One statement per event: what the event carries replaces the stored column, what it
-    // does not carry (NULL here) keeps it.
-    let request = match &event.kind {
-        EventKind::Received { request } => Some(json(request)),
-        _ => None,
-    };
-    let steps = match &event.kind {
-        EventKind::Planned { steps, .. } => Some(json(steps)),
-        _ => None,
-    };
-    let result = JobResult::from_event(&event.kind).map(|r| json(&r));
     tx.prepare_cached(
         "INSERT INTO jobs(job_id, state, goal, created_at, updated_at, updated_seq, summary,
              plan_hash, worker, attempt, view, request, steps, result)
@@ -230,27 +268,33 @@ fn store(tx: &rusqlite::Transaction<'_>, job: &Job, stored: &Stored) -> rusqlite
              result = COALESCE(excluded.result, jobs.result)",
     )?
     .execute(params![
-        id,
+        job.id.as_str(),
         state,
         job.wants.goal,
         job.created_at.as_deref().unwrap_or(&event.at),
         event.at,
-        seq,
+        *seq as i64,
         job.plan.as_ref().map(|p| p.summary.as_str()),
         job.plan.as_ref().map(|p| p.hash.as_str()),
         job.worker.as_ref().map(|w| w.as_str()),
         job.attempt,
         json(job),
-        request,
-        steps,
-        result
+        row.request,
+        row.steps,
+        row.result
     ])?;
+    Ok(())
+}
+
+/// Adds an applied event to its job's history.
+fn insert_event(tx: &rusqlite::Transaction<'_>, stored: &Stored) -> rusqlite::Result<()> {
+    let Stored { seq, event } = stored;
     tx.prepare_cached(
         "INSERT OR IGNORE INTO events(seq, job_id, state, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
-        seq,
-        id,
+        *seq as i64,
+        event.job_id.as_str(),
         event.state().as_str(),
         event.at,
         json(event)
@@ -647,6 +691,82 @@ mod tests {
         assert!(rows(&kept).iter().all(|r| r.1 == "succeeded"));
         // Ended jobs are not kept.
         assert!(folds.jobs.is_empty());
+    }
+
+    /// Every column of every row, jobs then events.
+    fn everything(conn: &Connection) -> Vec<Vec<Option<String>>> {
+        let mut out = Vec::new();
+        for sql in [
+            "SELECT * FROM jobs ORDER BY job_id",
+            "SELECT * FROM events ORDER BY seq",
+        ] {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| {
+                    (0..n)
+                        .map(|i| {
+                            r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                                rusqlite::types::Value::Null => None,
+                                other => Some(format!("{other:?}")),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .unwrap();
+            out.extend(rows.map(Result::unwrap));
+        }
+        out
+    }
+
+    #[test]
+    fn a_whole_burst_in_one_batch_stores_what_event_by_event_stores() {
+        // Three jobs' lives interleaved, with an illegal event among them: one job runs
+        // again after it ended, another is received twice.
+        let mut events: Vec<Stored> = Vec::new();
+        for (i, job) in ["job-aaaaaa1", "job-bbbbbb2", "job-cccccc3"]
+            .iter()
+            .enumerate()
+        {
+            events.extend(lifetime(job, 1 + 10 * i as u64));
+        }
+        events.sort_by_key(|s| (s.seq % 10, s.seq));
+        let w = WorkerId::parse("w").unwrap();
+        let extra = [
+            ev(
+                40,
+                "job-aaaaaa1",
+                EventKind::Running {
+                    worker: w,
+                    attempt: 1,
+                    sandbox: None,
+                },
+            ),
+            received(41, "job-bbbbbb2"),
+            received(42, "job-dddddd4"),
+        ];
+        events.extend(extra);
+        for (i, e) in events.iter_mut().enumerate() {
+            e.seq = 1 + i as u64;
+        }
+        let dir = tempfile_dir();
+        let mut whole = open_writer(&dir.join("whole.db")).unwrap();
+        let mut each = open_writer(&dir.join("each.db")).unwrap();
+        let done = apply_batch(&mut whole, &events, &mut Folds::default()).unwrap();
+        let mut total = Applied::default();
+        for e in &events {
+            let d = apply_batch(&mut each, std::slice::from_ref(e), &mut Folds::default()).unwrap();
+            total.applied += d.applied;
+            total.refused += d.refused;
+            total.skipped += d.skipped;
+        }
+        assert_eq!(done, total);
+        assert_eq!(done.refused, 2, "{done:?}");
+        assert_eq!(everything(&whole), everything(&each));
+        let job = get(&whole, "job-aaaaaa1").unwrap();
+        assert_eq!(job.state, JobState::Succeeded);
+        assert_eq!(job.history.len(), 6);
+        assert!(job.request.is_some() && job.result.is_some());
     }
 
     #[test]

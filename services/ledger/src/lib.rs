@@ -43,7 +43,16 @@ pub struct Config {
     pub missed_heartbeats: u32,
 }
 
-const BATCH: usize = 512;
+/// At most this many events are committed in one transaction.
+const BATCH: usize = 1024;
+
+/// How long a batch waits for more events after its first, once a burst is under way:
+/// what a job's state may lag in the ledger behind the event stream then, at most.
+const LINGER: Duration = Duration::from_millis(10);
+
+/// A batch that holds this many events already at hand is in a burst, and waits (at most
+/// [`LINGER`]) for more; a smaller one is committed at once.
+const LINGER_FROM: usize = 32;
 
 /// Runs the ledger until `shutdown` is cancelled.
 pub async fn run(
@@ -81,7 +90,14 @@ pub async fn run(
         .spawn(move || -> anyhow::Result<()> {
             let mut conn = writer;
             let mut folds = db::Folds::default();
-            while let Some(batch) = rx.blocking_recv() {
+            while let Some(mut batch) = rx.blocking_recv() {
+                // Batches that queued up while the last one was committed go in together.
+                while batch.len() < 4 * BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend(more),
+                        Err(_) => break,
+                    }
+                }
                 let done =
                     db::apply_batch(&mut conn, &batch, &mut folds).context("applying events")?;
                 tracing::debug!(?done, "batch committed");
@@ -248,13 +264,19 @@ fn set_aside(path: &Path, why: &str) -> anyhow::Result<PathBuf> {
     Ok(aside)
 }
 
-/// Reads events in order and hands them to the writer in batches of whatever is ready.
+/// Reads events in order and hands them to the writer in batches: whatever is ready and,
+/// in a burst, what comes within [`LINGER`] of the batch's first event, so a burst is
+/// committed in a few large transactions (each job's row written once for many of its
+/// events) instead of many small ones.
 async fn follow(
     log: &EventLog,
     start: u64,
     tx: &tokio::sync::mpsc::Sender<Vec<Stored>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let (_, _, last_at_start) = log.position().await?;
+    let started = std::time::Instant::now();
+    let mut behind = last_at_start >= start;
     let events = log.follow(start).await?;
     futures::pin_mut!(events);
     loop {
@@ -265,7 +287,7 @@ async fn follow(
         let Some(first) = first else {
             anyhow::bail!("event stream ended");
         };
-        let mut batch = Vec::with_capacity(16);
+        let mut batch = Vec::with_capacity(64);
         match first {
             Ok(s) => batch.push(s),
             Err(e) => {
@@ -273,15 +295,42 @@ async fn follow(
                 continue;
             }
         }
+        let until = tokio::time::Instant::now() + LINGER;
+        let mut stopping = false;
         while batch.len() < BATCH {
-            match events.next().now_or_never() {
-                Some(Some(Ok(s))) => batch.push(s),
-                Some(Some(Err(e))) => tracing::warn!(error = %e, "following events"),
-                _ => break,
+            let next = match events.next().now_or_never() {
+                Some(next) => next,
+                // Nothing more at hand: a quiet stream's events are committed at once.
+                None if batch.len() < LINGER_FROM => break,
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        stopping = true;
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(until) => break,
+                    next = events.next() => next,
+                },
+            };
+            match next {
+                Some(Ok(s)) => batch.push(s),
+                Some(Err(e)) => tracing::warn!(error = %e, "following events"),
+                None => break,
             }
         }
+        let reached = batch.last().map(|s| s.seq).unwrap_or(0);
         if tx.send(batch).await.is_err() {
             anyhow::bail!("the ledger writer stopped");
+        }
+        if behind && reached >= last_at_start {
+            behind = false;
+            tracing::info!(
+                events = last_at_start + 1 - start,
+                ms = started.elapsed().as_millis() as u64,
+                "ledger read the event stream as it was at start"
+            );
+        }
+        if stopping {
+            return Ok(());
         }
     }
 }

@@ -22,6 +22,9 @@ use futures::{Stream, StreamExt};
 use skynet_protocol::lifecycle::{Illegal, Job};
 use skynet_protocol::{Event, EventKind, JobId, Step, streams, subjects};
 
+/// Events asked for in one direct get while catching up with the stream.
+const CATCH_UP_BATCH: usize = 512;
+
 /// An event and its position in `SKYNET_EVENTS`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
@@ -195,31 +198,66 @@ impl EventLog {
     }
 
     /// Follows every job's events from stream sequence `from` (1 = the beginning), in order,
-    /// for ever. Survives server restarts: when the connection comes back the consumer is
-    /// made again, after the last event delivered. Unreadable events are logged and skipped.
+    /// for ever. What the stream already holds when this is called is read with batched
+    /// direct gets ([`crate::logs::direct_batch`]): a long history is read fast, and
+    /// without the reply permission the server would otherwise remember for every message
+    /// it delivers through a consumer to a service that answers requests (hundreds of
+    /// megabytes on the server for a replay of a few hundred thousand events). From there
+    /// an ordered consumer delivers what comes. Survives server restarts: when the
+    /// connection comes back the consumer is made again, after the last event delivered.
+    /// Unreadable events are logged and skipped.
     pub async fn follow(
         &self,
         from: u64,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Stored>> + Send + use<>> {
         let client = self.js.client();
         let connects = crate::connect::connects(&client);
-        let first = Box::pin(self.ordered(from).await?);
+        let (_, _, last) = self.position().await?;
         struct State {
             log: EventLog,
             client: async_nats::Client,
             inner: Option<std::pin::Pin<Box<dyn Stream<Item = anyhow::Result<Stored>> + Send>>>,
             next: u64,
             connects: u64,
+            /// Read by direct gets up to here (0 once done).
+            catch_up_to: u64,
+            read: std::collections::VecDeque<Stored>,
         }
         let state = State {
             log: self.clone(),
             client,
-            inner: Some(first),
+            inner: None,
             next: from.max(1),
             connects,
+            catch_up_to: if last >= from.max(1) { last } else { 0 },
+            read: Default::default(),
         };
         Ok(futures::stream::unfold(state, |mut st| async move {
             loop {
+                if let Some(stored) = st.read.pop_front() {
+                    st.next = stored.seq + 1;
+                    return Some((Ok(stored), st));
+                }
+                if st.catch_up_to >= st.next {
+                    match st.log.read_batch(st.next).await {
+                        Ok((read, more)) => {
+                            // A batch that ends the stream (or a replica that lags) hands
+                            // over to the consumer, which reads from where this stopped.
+                            let past = read.last().is_none_or(|s| s.seq >= st.catch_up_to);
+                            if !more || past {
+                                st.catch_up_to = 0;
+                            }
+                            st.read
+                                .extend(read.into_iter().filter(|s| s.seq >= st.next));
+                        }
+                        Err(e) => {
+                            // The consumer reads the same events, only slower.
+                            tracing::debug!(error = %e, from = st.next, "catching up by direct gets; following with a consumer instead");
+                            st.catch_up_to = 0;
+                        }
+                    }
+                    continue;
+                }
                 let Some(inner) = st.inner.as_mut() else {
                     st.connects = crate::connect::connects(&st.client);
                     match st.log.ordered(st.next).await {
@@ -247,6 +285,28 @@ impl EventLog {
                 }
             }
         }))
+    }
+
+    /// One batch of events from stream sequence `from` on, read by a direct get, and
+    /// whether more are stored after it. Unreadable events are logged and skipped.
+    async fn read_batch(&self, from: u64) -> anyhow::Result<(Vec<Stored>, bool)> {
+        // The stream holds only events: asking for every subject (`>`) rather than for
+        // `skynet.events.>` spares the server matching each job's subject to count what
+        // is left after every message it sends.
+        let batch =
+            crate::logs::direct_batch(&self.js, streams::EVENTS, ">", from, CATCH_UP_BATCH).await?;
+        let read = batch
+            .records
+            .into_iter()
+            .filter_map(|r| match serde_json::from_slice::<Event>(&r.payload) {
+                Ok(event) => Some(Stored { seq: r.seq, event }),
+                Err(e) => {
+                    tracing::warn!(seq = r.seq, error = %e, "unreadable event skipped");
+                    None
+                }
+            })
+            .collect();
+        Ok((read, batch.more))
     }
 
     /// One ordered consumer over every job's events from `from`.

@@ -50,9 +50,86 @@ const DIRECT_BATCH: usize = 256;
 /// How long one batched direct get may take.
 const DIRECT_WAIT: Duration = Duration::from_secs(10);
 
+/// One batch of a batched direct get.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The messages, oldest first.
+    pub records: Vec<Record>,
+    /// Whether messages past the batch are left on the subject (as the server counted
+    /// them when it sent the batch).
+    pub more: bool,
+}
+
+/// Up to `batch` messages of stream `stream` on `subject` (wildcards allowed) from stream
+/// sequence `from` on, with one batched direct get (ADR-31: one request, the messages,
+/// then an end-of-batch mark). It creates no consumer: nothing is left behind on the
+/// server, and the messages come back without reply subjects, so a reader allowed to
+/// answer requests does not make the server remember one reply permission per message.
+pub async fn direct_batch(
+    js: &Context,
+    stream: &str,
+    subject: &str,
+    from: u64,
+    batch: usize,
+) -> anyhow::Result<Batch> {
+    let client = js.client();
+    let api = format!("$JS.API.DIRECT.GET.{stream}");
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    let request = serde_json::json!({
+        "seq": from.max(1),
+        "next_by_subj": subject,
+        "batch": batch,
+    });
+    client
+        .publish_with_reply(api, inbox, request.to_string().into())
+        .await?;
+    let mut out = Batch::default();
+    let read = async {
+        while let Some(msg) = replies.next().await {
+            match msg.status.map(|s| s.as_u16()) {
+                // End of the batch.
+                Some(204) => return anyhow::Ok(()),
+                // Nothing (more) on the subject.
+                Some(404) => {
+                    out.more = false;
+                    return Ok(());
+                }
+                Some(code) => anyhow::bail!(
+                    "reading {subject}: {code} {}",
+                    msg.description.as_deref().unwrap_or_default()
+                ),
+                None => {}
+            }
+            let header = |name: &str| {
+                msg.headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .and_then(|v| v.as_str().parse::<u64>().ok())
+            };
+            let Some(seq) = header("Nats-Sequence") else {
+                anyhow::bail!("reading {subject}: a message without its sequence");
+            };
+            out.more = header("Nats-Num-Pending").is_some_and(|n| n > 0);
+            out.records.push(Record {
+                seq,
+                headers: msg.headers.clone(),
+                payload: msg.payload.clone(),
+            });
+        }
+        anyhow::bail!("reading {subject}: the connection closed")
+    };
+    let read = tokio::time::timeout(DIRECT_WAIT, read).await;
+    let _ = replies.unsubscribe().await;
+    read.map_err(|_| anyhow::anyhow!("reading {subject} timed out"))??;
+    if out.records.is_empty() {
+        out.more = false;
+    }
+    Ok(out)
+}
+
 /// Every message stored on `subject` in stream `stream` up to now, oldest first, with its
-/// sequence. Read with batched direct gets (ADR-31: one request, up to
-/// [`DIRECT_BATCH`] messages back, then an end-of-batch mark), so a read creates no
+/// sequence, read with batched direct gets ([`direct_batch`]), so a read creates no
 /// consumer: a service that reads many jobs (the archiver over a long history, the
 /// dispatcher refreshing a job) leaves nothing behind on the server.
 pub async fn read_subject(
@@ -60,60 +137,14 @@ pub async fn read_subject(
     stream: &str,
     subject: &str,
 ) -> anyhow::Result<Vec<Record>> {
-    let client = js.client();
-    let api = format!("$JS.API.DIRECT.GET.{stream}");
     let mut out: Vec<Record> = Vec::new();
     let mut from = 1u64;
     loop {
-        let inbox = client.new_inbox();
-        let mut replies = client.subscribe(inbox.clone()).await?;
-        let request = serde_json::json!({
-            "seq": from,
-            "next_by_subj": subject,
-            "batch": DIRECT_BATCH,
-        });
-        client
-            .publish_with_reply(api.clone(), inbox, request.to_string().into())
-            .await?;
-        let mut more = false;
-        let mut got = 0usize;
-        let read = async {
-            while let Some(msg) = replies.next().await {
-                match msg.status.map(|s| s.as_u16()) {
-                    // End of the batch.
-                    Some(204) => return anyhow::Ok(()),
-                    // Nothing (more) on the subject.
-                    Some(404) => return Ok(()),
-                    Some(code) => anyhow::bail!(
-                        "reading {subject}: {code} {}",
-                        msg.description.as_deref().unwrap_or_default()
-                    ),
-                    None => {}
-                }
-                let header = |name: &str| {
-                    msg.headers
-                        .as_ref()
-                        .and_then(|h| h.get(name))
-                        .and_then(|v| v.as_str().parse::<u64>().ok())
-                };
-                let Some(seq) = header("Nats-Sequence") else {
-                    anyhow::bail!("reading {subject}: a message without its sequence");
-                };
-                more = header("Nats-Num-Pending").is_some_and(|n| n > 0);
-                got += 1;
-                out.push(Record {
-                    seq,
-                    headers: msg.headers.clone(),
-                    payload: msg.payload.clone(),
-                });
-            }
-            anyhow::bail!("reading {subject}: the connection closed")
-        };
-        let read = tokio::time::timeout(DIRECT_WAIT, read).await;
-        let _ = replies.unsubscribe().await;
-        read.map_err(|_| anyhow::anyhow!("reading {subject} timed out"))??;
+        let batch = direct_batch(js, stream, subject, from, DIRECT_BATCH).await?;
+        let more = batch.more;
+        out.extend(batch.records);
         match out.last() {
-            Some(last) if more && got > 0 => from = last.seq + 1,
+            Some(last) if more => from = last.seq + 1,
             _ => return Ok(out),
         }
     }

@@ -45,11 +45,13 @@ pub enum Placement {
 /// The order in which waiting jobs are taken: higher priority first, then first come,
 /// first served.
 fn first(a: &Job, b: &Job) -> Ordering {
+    // `then_with`: the ids are compared only on a tie, not on every comparison (a pass
+    // over thousands of waiting jobs makes tens of thousands).
     b.wants
         .priority
         .cmp(&a.wants.priority)
-        .then(a.waiting_since.cmp(&b.waiting_since))
-        .then(a.id.cmp(&b.id))
+        .then_with(|| a.waiting_since.cmp(&b.waiting_since))
+        .then_with(|| a.id.cmp(&b.id))
 }
 
 /// A waiting job in the heap of turns: the greatest is the one to take next.
@@ -106,7 +108,13 @@ pub fn route<'a>(
             .iter()
             .any(|w| w.online && load.get(&w.id).copied().unwrap_or(0) < w.max_jobs)
     };
-    let mut turns = BinaryHeap::from(waiting);
+    // Put in order only when some job can go now: with every slot taken, what waits is
+    // only checked below, in no order.
+    let (mut turns, unordered) = if with_room(&load) {
+        (BinaryHeap::from(waiting), Vec::new())
+    } else {
+        (BinaryHeap::new(), waiting)
+    };
     let mut out = Vec::new();
     while with_room(&load) {
         let Some(Turn(job)) = turns.pop() else {
@@ -127,6 +135,7 @@ pub fn route<'a>(
     let mut rest: Vec<(&Job, Placement)> = turns
         .into_vec()
         .into_iter()
+        .chain(unordered)
         .filter_map(|Turn(job)| {
             if let Some(fail) = unusable(job, now_s) {
                 return Some((job, fail));

@@ -35,6 +35,25 @@ use skynet_runtime::setup::{Existing, ensure_all};
 use crate::topology::{Shape, Topology};
 
 /// Everything runs; nothing asks a person.
+/// nats-server's name among the figures of each process.
+const NATS: &str = "nats-server";
+
+/// Samples the resident memory of `pid` every 50 ms until the flag is cleared; the thread
+/// returns the peak (KiB).
+fn sample_peak(pid: i32) -> (Arc<AtomicBool>, std::thread::JoinHandle<u64>) {
+    let sampling = Arc::new(AtomicBool::new(true));
+    let flag = sampling.clone();
+    let thread = std::thread::spawn(move || {
+        let mut peak = 0;
+        while flag.load(Ordering::Relaxed) {
+            peak = peak.max(topology::rss_kib(pid).unwrap_or(0));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        peak
+    });
+    (sampling, thread)
+}
+
 const BENCH_POLICY: &str = r#"
 [defaults]
 verdict = "allow"
@@ -209,12 +228,15 @@ impl Bench {
         self.client.flush().await.unwrap();
         let sampling = Arc::new(AtomicBool::new(true));
         let peak: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-        let pids: Vec<(String, i32)> = self
+        let mut pids: Vec<(String, i32)> = self
             .topo
             .procs
             .iter()
             .filter_map(|(name, p)| p.pid().map(|pid| (name.clone(), pid.as_raw())))
             .collect();
+        if let Some(pid) = self.topo.nats.pid() {
+            pids.push((NATS.into(), pid));
+        }
         let sampler = {
             let sampling = sampling.clone();
             let peak = peak.clone();
@@ -488,12 +510,18 @@ impl Bench {
         out
     }
 
+    /// Resident memory of each process, and of nats-server (as [`NATS`]).
     fn rss(&self) -> BTreeMap<String, u64> {
-        self.topo
+        let mut out: BTreeMap<String, u64> = self
+            .topo
             .procs
             .iter()
             .filter_map(|(name, p)| Some((name.clone(), p.rss_kib()?)))
-            .collect()
+            .collect();
+        if let Some(kib) = self.topo.nats.pid().and_then(topology::rss_kib) {
+            out.insert(NATS.into(), kib);
+        }
+        out
     }
 }
 
@@ -664,7 +692,7 @@ async fn main() {
     for _ in 0..20 {
         bench.one(&bench.pipeline_noop()).await;
     }
-    let idle = bench.rss();
+    let mut idle = bench.rss();
     let hop = dist(
         "raw JetStream hop (pub→consume)",
         raw_hop(&bench.js, args.hops).await,
@@ -710,8 +738,19 @@ async fn main() {
         let e = loaded.entry(k.clone()).or_default();
         *e = (*e).max(*v);
     }
+    // The server's memory is its own figure: the goals are about SKYNET's processes.
+    let nats_idle = idle.remove(NATS).unwrap_or(0);
+    let nats_loaded = loaded.remove(NATS).unwrap_or(0);
     print_rss("resident memory, idle", &idle);
     print_rss("resident memory, under the bursts", &loaded);
+    println!(
+        "{:<36} {:.1} MB idle, at most {:.1} MB under the bursts",
+        "nats-server resident memory",
+        nats_idle as f64 / 1024.0,
+        nats_loaded as f64 / 1024.0
+    );
+    out.insert("nats_rss_idle_kib".into(), json!(nats_idle));
+    out.insert("nats_rss_loaded_kib".into(), json!(nats_loaded));
     out.insert("hop_p50_us".into(), json!(hop.p50.as_micros() as u64));
     out.insert(
         "running_p50_us".into(),
@@ -765,11 +804,16 @@ async fn main() {
             args.history * 6,
             t.elapsed()
         );
+        let (sampling, sampler) = sample_peak(bench.topo.nats.pid().unwrap_or(0));
         let first = restart_all(&mut bench).await;
+        sampling.store(false, Ordering::Relaxed);
+        let nats_peak = sampler.join().unwrap();
         println!(
-            "{:<36} {first:.2?} (reads the history once)",
-            "first start over it: ready in"
+            "{:<36} {first:.2?} (reads the history once; nats-server at most {:.1} MB)",
+            "first start over it: ready in",
+            nats_peak as f64 / 1024.0
         );
+        out.insert("nats_rss_first_start_kib".into(), json!(nats_peak));
         let again = restart_all(&mut bench).await;
         println!(
             "{:<36} {again:.2?} (snapshots and positions)",

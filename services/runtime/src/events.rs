@@ -22,6 +22,17 @@ use futures::{Stream, StreamExt};
 use skynet_protocol::lifecycle::{Illegal, Job};
 use skynet_protocol::{Event, EventKind, JobId, Step, streams, subjects};
 
+/// The event a stored record holds; an unreadable one is logged and skipped.
+fn readable(r: crate::logs::Record) -> Option<Stored> {
+    match serde_json::from_slice::<Event>(&r.payload) {
+        Ok(event) => Some(Stored { seq: r.seq, event }),
+        Err(e) => {
+            tracing::warn!(seq = r.seq, error = %e, "unreadable event skipped");
+            None
+        }
+    }
+}
+
 /// Events asked for in one direct get while catching up with the stream.
 const CATCH_UP_BATCH: usize = 512;
 
@@ -137,16 +148,7 @@ impl EventLog {
     pub async fn history(&self, job: &JobId) -> anyhow::Result<Vec<Stored>> {
         let messages =
             crate::logs::read_subject(&self.js, streams::EVENTS, &subjects::events(job)).await?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|r| match serde_json::from_slice::<Event>(&r.payload) {
-                Ok(event) => Some(Stored { seq: r.seq, event }),
-                Err(e) => {
-                    tracing::warn!(seq = r.seq, error = %e, "unreadable event skipped");
-                    None
-                }
-            })
-            .collect())
+        Ok(messages.into_iter().filter_map(readable).collect())
     }
 
     /// The job as its whole history says, read afresh: what a writer decides on when its own
@@ -295,17 +297,7 @@ impl EventLog {
         // is left after every message it sends.
         let batch =
             crate::logs::direct_batch(&self.js, streams::EVENTS, ">", from, CATCH_UP_BATCH).await?;
-        let read = batch
-            .records
-            .into_iter()
-            .filter_map(|r| match serde_json::from_slice::<Event>(&r.payload) {
-                Ok(event) => Some(Stored { seq: r.seq, event }),
-                Err(e) => {
-                    tracing::warn!(seq = r.seq, error = %e, "unreadable event skipped");
-                    None
-                }
-            })
-            .collect();
+        let read = batch.records.into_iter().filter_map(readable).collect();
         Ok((read, batch.more))
     }
 

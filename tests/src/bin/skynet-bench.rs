@@ -447,14 +447,19 @@ impl Bench {
 
     /// CPU time each process (and nats-server) has used so far.
     fn cpu(&self) -> BTreeMap<String, Duration> {
-        let mut out: BTreeMap<String, Duration> = self
+        self.per_process(topology::cpu_time)
+    }
+
+    /// `read(pid)` of each process and of nats-server (as [`NATS`]), where it answers.
+    fn per_process<T>(&self, read: impl Fn(i32) -> Option<T>) -> BTreeMap<String, T> {
+        let mut out: BTreeMap<String, T> = self
             .topo
             .procs
             .iter()
-            .filter_map(|(name, p)| Some((name.clone(), topology::cpu_time(p.pid()?.as_raw())?)))
+            .filter_map(|(name, p)| Some((name.clone(), read(p.pid()?.as_raw())?)))
             .collect();
-        if let Some(t) = self.topo.nats.pid().and_then(topology::cpu_time) {
-            out.insert("nats-server".into(), t);
+        if let Some(v) = self.topo.nats.pid().and_then(&read) {
+            out.insert(NATS.into(), v);
         }
         out
     }
@@ -496,32 +501,12 @@ impl Bench {
 
     /// Bytes each process (and nats-server) has had written to storage so far.
     fn written(&self) -> BTreeMap<String, u64> {
-        let mut out: BTreeMap<String, u64> = self
-            .topo
-            .procs
-            .iter()
-            .filter_map(|(name, p)| {
-                Some((name.clone(), topology::written_bytes(p.pid()?.as_raw())?))
-            })
-            .collect();
-        if let Some(b) = self.topo.nats.pid().and_then(topology::written_bytes) {
-            out.insert("nats-server".into(), b);
-        }
-        out
+        self.per_process(topology::written_bytes)
     }
 
     /// Resident memory of each process, and of nats-server (as [`NATS`]).
     fn rss(&self) -> BTreeMap<String, u64> {
-        let mut out: BTreeMap<String, u64> = self
-            .topo
-            .procs
-            .iter()
-            .filter_map(|(name, p)| Some((name.clone(), p.rss_kib()?)))
-            .collect();
-        if let Some(kib) = self.topo.nats.pid().and_then(topology::rss_kib) {
-            out.insert(NATS.into(), kib);
-        }
-        out
+        self.per_process(topology::rss_kib)
     }
 }
 

@@ -277,7 +277,7 @@ async fn follow(
     let (_, _, last_at_start) = log.position().await?;
     let started = std::time::Instant::now();
     let mut behind = last_at_start >= start;
-    let events = log.follow(start).await?;
+    let events = log.follow_known(start, last_at_start);
     futures::pin_mut!(events);
     loop {
         let first = tokio::select! {

@@ -212,9 +212,19 @@ impl EventLog {
         &self,
         from: u64,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Stored>> + Send + use<>> {
+        let (_, _, last) = self.position().await?;
+        Ok(self.follow_known(from, last))
+    }
+
+    /// [`EventLog::follow`], for a caller that has just read the stream's last sequence
+    /// ([`EventLog::position`]): what is stored up to `last` is read by direct gets.
+    pub fn follow_known(
+        &self,
+        from: u64,
+        last: u64,
+    ) -> impl Stream<Item = anyhow::Result<Stored>> + Send + use<> {
         let client = self.js.client();
         let connects = crate::connect::connects(&client);
-        let (_, _, last) = self.position().await?;
         struct State {
             log: EventLog,
             client: async_nats::Client,
@@ -234,7 +244,7 @@ impl EventLog {
             catch_up_to: if last >= from.max(1) { last } else { 0 },
             read: Default::default(),
         };
-        Ok(futures::stream::unfold(state, |mut st| async move {
+        futures::stream::unfold(state, |mut st| async move {
             loop {
                 if let Some(stored) = st.read.pop_front() {
                     st.next = stored.seq + 1;
@@ -286,7 +296,7 @@ impl EventLog {
                     }
                 }
             }
-        }))
+        })
     }
 
     /// One batch of events from stream sequence `from` on, read by a direct get, and

@@ -103,7 +103,7 @@ impl Follower {
             }
         }
         let from = (open.position + 1).max(first);
-        let events = Box::pin(log.follow(from).await?);
+        let events = Box::pin(log.follow_known(from, last));
         tracing::info!(
             service = name,
             from,

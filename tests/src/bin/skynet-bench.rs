@@ -6,7 +6,8 @@
 //!    does once);
 //! 2. submit → running and submit → succeeded, one job at a time (latency);
 //! 3. pipeline no-ops (one `file_read` step: the worker reads a small file itself, no process),
-//!    all submitted at once, with the default sync and with `sync_interval: always`;
+//!    all submitted at once, with the default sync and with `sync_interval: always` (beside
+//!    the rate at which one stream of that server stores messages, the ceiling of that run);
 //! 4. process no-ops (one `shell` step with `argv: ["true"]`, the worker's default settings),
 //!    against the rate at which this machine starts and reaps `true` directly with the same
 //!    concurrency;
@@ -545,6 +546,38 @@ async fn raw_hop(js: &jetstream::Context, n: usize) -> Vec<Duration> {
     out
 }
 
+/// How many messages a second one stream stores with `n` publishes in flight at once: with
+/// `sync_interval: always` every one waits for its own fsync, so this is the most any stream
+/// of this server takes on this disk.
+async fn raw_stores(js: &jetstream::Context, n: usize) -> f64 {
+    js.create_stream(stream::Config {
+        name: "BENCH_STORES".into(),
+        subjects: vec!["bench.stores.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let t = Instant::now();
+    // As in a burst: the client holds at most 5,000 unawaited acks.
+    let mut acks = std::collections::VecDeque::with_capacity(4096);
+    for i in 0..n {
+        acks.push_back(
+            js.publish(format!("bench.stores.{i}"), format!("{i}").into())
+                .await
+                .unwrap(),
+        );
+        if acks.len() >= 4096 {
+            acks.pop_front().unwrap().await.unwrap();
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    js.delete_stream("BENCH_STORES").await.unwrap();
+    rate
+}
+
 /// How fast this machine starts and reaps `true` with `concurrency` at a time.
 fn spawn_rate(n: usize, concurrency: usize) -> f64 {
     let left = Arc::new(AtomicUsize::new(n));
@@ -773,6 +806,17 @@ async fn main() {
             "pipeline no-ops, sync always", args.burst
         );
         out.insert("jobs_per_s_sync_always".into(), json!(rate.round()));
+        // The ceiling over it: a job that runs at once stores six events in one stream
+        // (`received`, `planned`, `approved`, `dispatched`, `running`, its end: the contract's
+        // states), each its own fsync.
+        let stores = raw_stores(&bench.js, args.burst).await;
+        println!(
+            "{:<36} {stores:.0} messages/s into one stream, {} in flight: at most {:.0} jobs/s for 6 events each",
+            "  raw stores, sync always",
+            args.burst,
+            stores / 6.0
+        );
+        out.insert("stores_per_s_sync_always".into(), json!(stores.round()));
     }
 
     if args.history > 0 {

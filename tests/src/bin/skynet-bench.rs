@@ -580,18 +580,74 @@ async fn raw_stores(js: &jetstream::Context, n: usize) -> f64 {
 
 /// How fast this machine starts and reaps `true` with `concurrency` at a time.
 fn spawn_rate(n: usize, concurrency: usize) -> f64 {
+    starts_per_s(n, concurrency, || {
+        let s = std::process::Command::new("true").status().unwrap();
+        assert!(s.success());
+    })
+}
+
+/// How fast `true` starts and is reaped under its supervisor, as a worker with its default
+/// settings starts a step's process (the worker binary re-executed, Landlock confinement of
+/// the worker's rules for `root`), `concurrency` at a time: the floor under a process no-op
+/// that the worker cannot go below, whatever the rest of the pipeline costs.
+fn supervised_spawn_rate(bin: &Path, root: &Path, n: usize, concurrency: usize) -> f64 {
+    use skynet_worker::{sandbox, supervise};
+    let tmp = root.join("tmp-supervised");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let level = sandbox::decide(None, sandbox::probe()).unwrap();
+    let path = std::env::var("PATH").ok();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let rules = sandbox::Sandbox::new(
+        level,
+        &[root.to_path_buf()],
+        Path::new(&home),
+        &[],
+        path.as_deref(),
+    )
+    .confinement(&tmp, false);
+    let first = supervise::first_line(rules.as_ref());
+    let program = bin.join("skynet-worker");
+    starts_per_s(n, concurrency, move || {
+        use std::io::Write;
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new(&program)
+            .args(supervise::args(
+                supervise::boottime_ms() + 600_000,
+                Duration::from_secs(5),
+                "true",
+                &[],
+            ))
+            .current_dir(&tmp)
+            .stdin(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // Held open until the end, as the worker does: a closed pipe stops the step.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(first.as_bytes()).unwrap();
+        let s = child.wait().unwrap();
+        assert!(s.success(), "a supervised `true` failed: {s}");
+        drop(stdin);
+    })
+}
+
+/// Runs `start` `n` times, `concurrency` threads at a time; the rate.
+fn starts_per_s(
+    n: usize,
+    concurrency: usize,
+    start: impl Fn() + Send + Sync + Clone + 'static,
+) -> f64 {
     let left = Arc::new(AtomicUsize::new(n));
     let t = Instant::now();
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
-            let left = left.clone();
+            let (left, start) = (left.clone(), start.clone());
             std::thread::spawn(move || {
                 while left
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| l.checked_sub(1))
                     .is_ok()
                 {
-                    let s = std::process::Command::new("true").status().unwrap();
-                    assert!(s.success());
+                    start();
                 }
             })
         })
@@ -745,11 +801,23 @@ async fn main() {
     let (ended, _, loaded_process) = bench.burst(&bench.process_noop(), args.process_burst).await;
     let process_jobs_per_s = args.process_burst as f64 / ended.as_secs_f64();
     let spawn_per_s = spawn_rate(args.process_burst, args.slots);
+    let supervised_per_s = supervised_spawn_rate(
+        &args.bin_dir,
+        &bench.topo.workers[0].1,
+        args.process_burst,
+        args.slots,
+    );
     println!(
         "{:<36} {process_jobs_per_s:.0} jobs/s; `true` started directly, {} at a time: {spawn_per_s:.0}/s ({:.2} of it)",
         "process no-ops at once",
         args.slots,
         process_jobs_per_s / spawn_per_s
+    );
+    println!(
+        "{:<36} {supervised_per_s:.0}/s ({:.2} of `true` directly; the process no-ops reach {:.2} of it)",
+        "  `true` under its supervisor",
+        supervised_per_s / spawn_per_s,
+        process_jobs_per_s / supervised_per_s
     );
     let mut loaded = loaded_pipeline.clone();
     for (k, v) in &loaded_process {
@@ -790,6 +858,10 @@ async fn main() {
         json!(process_jobs_per_s.round()),
     );
     out.insert("spawn_per_s".into(), json!(spawn_per_s.round()));
+    out.insert(
+        "supervised_spawn_per_s".into(),
+        json!(supervised_per_s.round()),
+    );
     out.insert("rss_idle_kib".into(), kib_json(&idle));
     out.insert("rss_loaded_kib".into(), kib_json(&loaded));
     drop(bench);

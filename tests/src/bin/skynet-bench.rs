@@ -258,25 +258,14 @@ impl Bench {
         let written_before = self.written();
         let msgs_before = self.server_msgs().await;
         let t = Instant::now();
-        // Acks are awaited in a window: the client gives out a bounded number of pending
-        // acks (5,000), and a publish waits for one of them to be awaited.
-        let mut acks = std::collections::VecDeque::with_capacity(4096);
+        let mut acks = Window::default();
         for _ in 0..n {
             let mut body = body.clone();
             body["id"] = json!(JobId::generate());
-            acks.push_back(
-                self.js
-                    .publish(subjects::SUBMIT, body.to_string().into())
-                    .await
-                    .unwrap(),
-            );
-            if acks.len() >= 4096 {
-                acks.pop_front().unwrap().await.expect("submission stored");
-            }
+            acks.publish(&self.js, subjects::SUBMIT.to_owned(), body.to_string())
+                .await;
         }
-        for a in acks {
-            a.await.expect("submission stored");
-        }
+        acks.finish().await;
         let stored = t.elapsed();
         let mut finished = 0;
         let mut last = None;
@@ -511,6 +500,33 @@ impl Bench {
     }
 }
 
+/// Publishes with their acks awaited in a window: the client gives out a bounded number of
+/// pending acks (5,000), and a publish waits for one of them to be awaited.
+#[derive(Default)]
+struct Window(std::collections::VecDeque<jetstream::context::PublishAckFuture>);
+
+impl Window {
+    async fn publish(
+        &mut self,
+        js: &jetstream::Context,
+        subject: String,
+        body: impl Into<bytes::Bytes>,
+    ) {
+        self.0
+            .push_back(js.publish(subject, body.into()).await.unwrap());
+        if self.0.len() >= 4096 {
+            self.0.pop_front().unwrap().await.expect("stored");
+        }
+    }
+
+    /// Waits until everything published is stored.
+    async fn finish(self) {
+        for a in self.0 {
+            a.await.expect("stored");
+        }
+    }
+}
+
 async fn raw_hop(js: &jetstream::Context, n: usize) -> Vec<Duration> {
     let s = js
         .create_stream(stream::Config {
@@ -558,21 +574,12 @@ async fn raw_stores(js: &jetstream::Context, n: usize) -> f64 {
     .await
     .unwrap();
     let t = Instant::now();
-    // As in a burst: the client holds at most 5,000 unawaited acks.
-    let mut acks = std::collections::VecDeque::with_capacity(4096);
+    let mut acks = Window::default();
     for i in 0..n {
-        acks.push_back(
-            js.publish(format!("bench.stores.{i}"), format!("{i}").into())
-                .await
-                .unwrap(),
-        );
-        if acks.len() >= 4096 {
-            acks.pop_front().unwrap().await.unwrap();
-        }
+        acks.publish(js, format!("bench.stores.{i}"), i.to_string())
+            .await;
     }
-    for a in acks {
-        a.await.unwrap();
-    }
+    acks.finish().await;
     let rate = n as f64 / t.elapsed().as_secs_f64();
     js.delete_stream("BENCH_STORES").await.unwrap();
     rate
@@ -667,7 +674,7 @@ async fn fill_history(js: &jetstream::Context, n: usize) {
     let request =
         skynet_protocol::JobRequest::from_slice(br#"{"steps":[{"action":"shell","cmd":"true"}]}"#)
             .unwrap();
-    let mut pending = std::collections::VecDeque::new();
+    let mut pending = Window::default();
     for i in 0..n {
         let id = JobId::parse(&format!("old-{i}")).unwrap();
         let kinds = [
@@ -701,19 +708,12 @@ async fn fill_history(js: &jetstream::Context, n: usize) {
         ];
         for kind in kinds {
             let e = Event::now(id.clone(), kind);
-            pending.push_back(
-                js.publish(subjects::events(&id), e.to_json().into())
-                    .await
-                    .unwrap(),
-            );
-            if pending.len() >= 4096 {
-                pending.pop_front().unwrap().await.unwrap();
-            }
+            pending
+                .publish(js, subjects::events(&id), e.to_json())
+                .await;
         }
     }
-    for p in pending {
-        p.await.unwrap();
-    }
+    pending.finish().await;
 }
 
 /// Kills every SKYNET process, starts them all again and returns how long until a new job

@@ -10,7 +10,8 @@
 //!    the rate at which one stream of that server stores messages, the ceiling of that run);
 //! 4. process no-ops (one `shell` step with `argv: ["true"]`, the worker's default settings),
 //!    against the rate at which this machine starts and reaps `true` directly with the same
-//!    concurrency;
+//!    concurrency, and under its supervisor as the worker starts a step (the floor under a
+//!    process no-op);
 //! 5. resident memory of each process, idle and under that load;
 //! 6. start-up over a long history of finished jobs.
 
